@@ -1,0 +1,10 @@
+"""aef-lite: a readable mini AlphaEarth Foundations (arXiv 2507.22291) for teaching and research."""
+
+from aef_lite.config import AEFConfig
+from aef_lite.data import Batch, SourceBatch
+from aef_lite.model import AEFModel
+from aef_lite.quantize import dequantize, quantize
+
+__version__ = "0.1.0"
+
+__all__ = ["AEFConfig", "AEFModel", "Batch", "SourceBatch", "dequantize", "quantize", "__version__"]

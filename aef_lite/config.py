@@ -1,0 +1,87 @@
+"""Model configuration: widths, depths and the input sources (paper S2.4, Table S1)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+def _default_sources() -> dict[str, int]:
+    """Channel count per source of the shipped samples (see ``data_samples/README.md``)."""
+    return {"s2": 13, "landsat5": 3, "landsat7": 3}
+
+
+@dataclass
+class AEFConfig:
+    """Hyper-parameters of :class:`aef_lite.AEFModel`.
+
+    The three STP widths follow the paper's naming: ``dim_precision`` (D_P, 3x3 convs at 1/2 L),
+    ``dim_time`` (D_T, time-axial attention at 1/8 L) and ``dim_space`` (D_S, spatial attention
+    at 1/16 L). ``sources`` maps each input source name to its channel count. ``meta_dims``
+    gives the size of an optional per-frame sensor-metadata vector for a source's decoder
+    (0 = none; the shipped samples carry none).
+    """
+
+    sources: dict[str, int] = field(default_factory=_default_sources)
+    tile_size: int = 32
+    dim_precision: int = 16
+    dim_time: int = 32
+    dim_space: int = 64
+    n_blocks: int = 2
+    heads_time: int = 2
+    heads_space: int = 4
+    heads_summary: int = 2
+    mlp_ratio: int = 2
+    embed_dim: int = 64
+    n_periods: int = 8
+    min_period_days: float = 1.0
+    max_period_days: float = 4 * 365.25
+    decoder_hidden: int = 64
+    kappa: float = 8000.0
+    meta_dims: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ValueError("AEFConfig.sources is empty: give at least one source, e.g. {'s2': 13}")
+        if self.tile_size % 16:
+            raise ValueError(f"tile_size must be divisible by 16 (space operator runs at 1/16 L), got {self.tile_size}")
+        for name, width, heads in (
+            ("dim_time", self.dim_time, self.heads_time),
+            ("dim_space", self.dim_space, self.heads_space),
+            ("dim_precision", self.dim_precision, self.heads_summary),
+        ):
+            if width % heads:
+                raise ValueError(f"{name}={width} is not divisible by its number of heads ({heads})")
+        unknown = set(self.meta_dims) - set(self.sources)
+        if unknown:
+            raise ValueError(f"meta_dims names unknown sources {sorted(unknown)}")
+
+    @classmethod
+    def tiny(cls, **overrides: object) -> AEFConfig:
+        """CPU / CI size: trains in minutes on 2 cores (~0.2M parameters)."""
+        return cls(**overrides)
+
+    @classmethod
+    def small(cls, **overrides: object) -> AEFConfig:
+        """A bigger CPU run (~2M parameters); minutes per hundred steps on a laptop."""
+        base = dict(
+            tile_size=64, dim_precision=32, dim_time=64, dim_space=128, n_blocks=4,
+            heads_time=4, heads_space=4, heads_summary=4, decoder_hidden=128,
+        )
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def paper(cls, **overrides: object) -> AEFConfig:
+        """The paper's widths (D_P=128, D_T=512, D_S=1024), 15 blocks, L=128, decoders of width 512.
+
+        Instantiate it on the meta device (``with torch.device("meta"): AEFModel(cfg)``) to count
+        parameters without allocating memory.
+        """
+        base = dict(
+            tile_size=128, dim_precision=128, dim_time=512, dim_space=1024, n_blocks=15,
+            heads_time=8, heads_space=16, heads_summary=8, mlp_ratio=4, decoder_hidden=512,
+        )
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict:
+        """Plain-dict form, stored in checkpoints."""
+        return asdict(self)

@@ -1,0 +1,159 @@
+"""The STP encoder and the time-conditioned summary (paper S2.2.1, S2.4).
+
+Data flow for a batch with sources ``{name: (B, T_n, C_n, L, L)}``:
+
+1. Per-source input projectors ("H" in the paper): 2x2 patch projection of ``[values * mask,
+   mask]`` to D_P at 1/2 L, plus a learned source embedding. Sources are then concatenated
+   along time (asynchronous frames, each with its own timestamp): ``(B, T, D_P, L/2, L/2)``
+   with ``T = sum_n T_n``.
+2. Initial time and space states by learned downsampling; ``n_blocks`` STP blocks (space, time
+   and precision operators in parallel, then the pyramid exchange); a final learned resampling
+   of all three states to 1/2 L.
+3. :class:`SummaryPooling`: a single query built from the valid period's timecodes attends over
+   the T frames of every 1/2 L cell, then learned upsampling to L and a projection to the
+   64-d mean direction ``mu`` on S^63.
+
+Masks: invalid pixels are zeroed and flagged by the mask channel; a frame that is invalid on a
+whole cell is excluded as a key in time attention and in the summary. Operators act per frame
+elsewhere, so a fully masked frame has no influence at all on the output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+from aef_lite.config import AEFConfig
+from aef_lite.data import Batch
+from aef_lite.operators import ChannelNorm, PrecisionOperator, SpaceOperator, TimeOperator, masked_attention
+from aef_lite.pyramid import Down, PyramidExchange, Up, _per_frame
+from aef_lite.timecode import timecode, timecode_periods
+
+
+def downsample_mask(mask: torch.Tensor, factor: int) -> torch.Tensor:
+    """A cell is valid if any of its pixels is: ``(B, T, H, W) -> (B, T, H/f, W/f)`` bool."""
+    b = mask.shape[0]
+    pooled = F.max_pool2d(rearrange(mask.float(), "b t h w -> (b t) h w"), factor)
+    return rearrange(pooled, "(b t) h w -> b t h w", b=b) > 0
+
+
+class InputProjector(nn.Module):
+    """Source -> shared width at 1/2 L: ``values (B, T, C, L, L), mask (B, T, L, L) -> (B, T, D_P, L/2, L/2)``."""
+
+    def __init__(self, channels: int, dim: int) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(channels + 1, dim, kernel_size=2, stride=2)
+        self.source_embedding = nn.Parameter(torch.randn(dim) * 0.02)
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(2)
+        x = torch.cat([torch.where(m, values, 0.0), m.to(values.dtype)], dim=2)  # masked values never enter
+        return _per_frame(self.patch, x) + self.source_embedding[:, None, None]
+
+
+class STPBlock(nn.Module):
+    """One STP block: the three operators run side by side, then exchange across scales."""
+
+    def __init__(self, cfg: AEFConfig, code_dim: int) -> None:
+        super().__init__()
+        self.space = SpaceOperator(cfg.dim_space, cfg.heads_space, cfg.mlp_ratio)
+        self.time = TimeOperator(cfg.dim_time, cfg.heads_time, cfg.mlp_ratio, code_dim)
+        self.precision = PrecisionOperator(cfg.dim_precision, cfg.mlp_ratio)
+        self.exchange = PyramidExchange(cfg.dim_precision, cfg.dim_time, cfg.dim_space)
+
+    def forward(
+        self, p: torch.Tensor, t: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, valid_t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """p: ``(B,T,D_P,L/2,L/2)``, t: ``(B,T,D_T,L/8,L/8)``, s: ``(B,T,D_S,L/16,L/16)``,
+        codes: ``(B,T,2P)`` timecodes, valid_t: ``(B,T,L/8,L/8)`` bool."""
+        return self.exchange(self.precision(p), self.time(t, codes, valid_t), self.space(s))
+
+
+class STPEncoder(nn.Module):
+    """Batch -> per-frame features at 1/2 L, ``(B, T, D_P, L/2, L/2)`` (see module docstring)."""
+
+    def __init__(self, cfg: AEFConfig) -> None:
+        super().__init__()
+        self.periods = timecode_periods(cfg.n_periods, cfg.min_period_days, cfg.max_period_days).tolist()
+        code_dim = 2 * cfg.n_periods
+        dp, dt, ds = cfg.dim_precision, cfg.dim_time, cfg.dim_space
+        self.projectors = nn.ModuleDict({n: InputProjector(c, dp) for n, c in cfg.sources.items()})
+        self.init_t, self.init_s = Down(dp, dt, 4), Down(dp, ds, 8)
+        self.blocks = nn.ModuleList([STPBlock(cfg, code_dim) for _ in range(cfg.n_blocks)])
+        self.final_t, self.final_s = Up(dt, dp, 4), Up(ds, dp, 8)
+
+    def codes(self, days: torch.Tensor) -> torch.Tensor:
+        """Timecodes of absolute days: ``(...) -> (..., 2P)``."""
+        return timecode(days, torch.tensor(self.periods, dtype=torch.float64, device=days.device))
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns ``features (B, T, D_P, L/2, L/2)``, ``codes (B, T, 2P)``, ``valid (B, T, L/2, L/2)``."""
+        names = [n for n in self.projectors if n in batch.sources]  # fixed order
+        srcs = [batch.sources[n] for n in names]
+        p = torch.cat([self.projectors[n](s.values, s.mask) for n, s in zip(names, srcs, strict=True)], dim=1)
+        days = torch.cat([s.days for s in srcs], dim=1)
+        mask = torch.cat([s.mask for s in srcs], dim=1)
+        codes = self.codes(days)
+        valid_t = downsample_mask(mask, 8)
+        t, s = _per_frame(self.init_t, p), _per_frame(self.init_s, p)
+        for block in self.blocks:
+            p, t, s = block(p, t, s, codes, valid_t)
+        p = p + _per_frame(self.final_t, t) + _per_frame(self.final_s, s)
+        return p, codes, downsample_mask(mask, 2)
+
+
+class SummaryPooling(nn.Module):
+    """Time-conditioned summary (paper S2.2.1): one query from the valid period pools the frames.
+
+    ``features (B, T, D, h, w)``, ``codes (B, T, 2P)``, ``valid (B, T, h, w)``, period timecodes
+    ``(B, 2, 2P)`` and durations ``(B,)`` -> unnormalised ``(B, E, 2h, 2w)``.
+
+    The query is an MLP of ``[timecode(t_s), timecode(t_e), log(1 + duration / 1 year)]``, so a
+    period with no input frames inside it (interpolation) or beyond the inputs (extrapolation)
+    still gets a well-defined summary. The query is also added to the pooled value, so a cell
+    with no valid frame at all still knows which period it summarises.
+    """
+
+    def __init__(self, dim: int, heads: int, code_dim: int, embed_dim: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Sequential(nn.Linear(2 * code_dim + 1, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.key_time = nn.Linear(code_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.to_q, self.to_k, self.to_v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.upsample = nn.Sequential(  # learned upsampling 1/2 L -> L, then the 64-d head
+            nn.ConvTranspose2d(dim, dim, 2, stride=2, groups=dim),
+            ChannelNorm(dim),
+            nn.Conv2d(dim, dim, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(dim, embed_dim, 1),
+        )
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        codes: torch.Tensor,
+        valid: torch.Tensor,
+        period_codes: torch.Tensor,
+        duration_days: torch.Tensor,
+    ) -> torch.Tensor:
+        b, _, _, h, w = features.shape
+        span = torch.log1p(duration_days / 365.25).to(features.dtype).unsqueeze(-1)
+        query = self.query(torch.cat([period_codes.flatten(1), span], dim=-1))  # (B, D)
+        tokens = self.norm(rearrange(features, "b t d h w -> (b h w) t d"))
+        keys = self.to_k(tokens + repeat(self.key_time(codes), "b t d -> (b h w) t d", h=h, w=w))
+        q = repeat(self.to_q(query), "b d -> (b h w) 1 d", h=h, w=w)
+        split = "n t (h d) -> n h t d"
+        pooled = masked_attention(
+            rearrange(q, split, h=self.heads),
+            rearrange(keys, split, h=self.heads),
+            rearrange(self.to_v(tokens), split, h=self.heads),
+            rearrange(valid, "b t h w -> (b h w) t"),
+        )
+        pooled = self.proj(rearrange(pooled, "n h 1 d -> n (h d)"))
+        pooled = rearrange(pooled, "(b h w) d -> b d h w", b=b, h=h) + query[:, :, None, None]
+        return self.upsample(pooled)
+

@@ -1,0 +1,225 @@
+"""Model behaviour on small synthetic tensors: shapes, masks, time handling, gradients, errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from aef_lite import AEFConfig, AEFModel, Batch, SourceBatch
+from aef_lite.operators import PrecisionOperator, SpaceOperator, TimeOperator
+from aef_lite.pyramid import PyramidExchange
+
+B, L = 2, 32
+
+
+def _source(t: int, c: int, gen: torch.Generator, start: float = 17000.0) -> SourceBatch:
+    days = start + torch.sort(torch.rand(B, t, generator=gen, dtype=torch.float64) * 365, dim=1).values
+    return SourceBatch(
+        values=torch.randn(B, t, c, L, L, generator=gen),
+        days=days,
+        mask=torch.rand(B, t, L, L, generator=gen) > 0.3,
+    )
+
+
+@pytest.fixture()
+def batch() -> Batch:
+    gen = torch.Generator().manual_seed(0)
+    return Batch(
+        sources={"landsat5": _source(5, 3, gen), "landsat7": _source(4, 3, gen), "s2": _source(2, 13, gen)},
+        period=torch.tensor([[17000.0, 17365.0]] * B, dtype=torch.float64),
+    )
+
+
+@pytest.fixture()
+def model() -> AEFModel:
+    torch.manual_seed(0)
+    return AEFModel(AEFConfig.tiny()).eval()
+
+
+def _clone(batch: Batch) -> Batch:
+    return copy.deepcopy(batch)
+
+
+def test_shapes_and_unit_norm(model: AEFModel, batch: Batch) -> None:
+    emb = model.embed(batch)
+    assert emb.shape == (B, 64, L, L)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(B, L, L))
+
+
+def test_embed_is_deterministic_even_in_train_mode(model: AEFModel, batch: Batch) -> None:
+    model.train()
+    torch.testing.assert_close(model.embed(batch), model.embed(batch), rtol=0, atol=0)
+    mu = model.encode(batch)
+    assert not torch.allclose(model.sample(mu), mu), "training must decode from a vMF sample"
+    model.eval()
+    assert torch.equal(model.sample(mu), mu), "inference must use mu itself"
+
+
+def test_masked_frame_has_no_influence(model: AEFModel, batch: Batch) -> None:
+    ref = model.embed(batch)
+    other = _clone(batch)
+    src = other.sources["landsat5"]
+    src.mask[:, 2] = False
+    masked_ref = model.embed(other)
+    src.values[:, 2] = 1000.0 * torch.randn_like(src.values[:, 2])
+    src.days[:, 2] += 123.4  # not even its timestamp matters
+    torch.testing.assert_close(model.embed(other), masked_ref, rtol=0, atol=1e-6)
+    assert not torch.allclose(masked_ref, ref, atol=1e-4), "masking a frame should change the output"
+
+
+def test_masked_pixels_have_no_influence(model: AEFModel, batch: Batch) -> None:
+    ref = model.embed(batch)
+    other = _clone(batch)
+    for src in other.sources.values():
+        invalid = ~src.mask.unsqueeze(2).expand_as(src.values)
+        src.values[invalid] = float("nan")  # even NaN in masked pixels is ignored
+    torch.testing.assert_close(model.embed(other), ref, rtol=0, atol=1e-6)
+
+
+def test_frame_order_does_not_matter(model: AEFModel, batch: Batch) -> None:
+    ref = model.embed(batch)
+    other = _clone(batch)
+    src = other.sources["landsat5"]
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    src.values, src.days, src.mask = src.values[:, perm], src.days[:, perm], src.mask[:, perm]
+    torch.testing.assert_close(model.embed(other), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_time_operator_never_mixes_cells() -> None:
+    """Catches the (B,T,H,W,C) -> (B*H*W,T,C) view-without-permute bug: time attention must
+    only mix frames of the same cell."""
+    torch.manual_seed(0)
+    op = TimeOperator(dim=8, heads=2, mlp_ratio=2, code_dim=4)
+    x = torch.randn(2, 5, 8, 4, 4)
+    codes, valid = torch.randn(2, 5, 4), torch.ones(2, 5, 4, 4, dtype=torch.bool)
+    y = op(x, codes, valid)
+    x2 = x.clone()
+    x2[1, 3, :, 2, 1] += 5.0 * torch.randn(8)
+    changed = (op(x2, codes, valid) - y).abs().amax(dim=2) > 1e-6  # (B, T, h, w)
+    expected = torch.zeros_like(changed)
+    expected[1, :, 2, 1] = True
+    assert torch.equal(changed, expected)
+
+
+def test_space_and_precision_operators_stay_within_a_frame() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 4, 4)
+    x2 = x.clone()
+    x2[0, 1, :, 0, 0] += 5.0 * torch.randn(8)
+    for op in (SpaceOperator(8, 2, 2), PrecisionOperator(8, 2)):
+        changed = (op(x2) - op(x)).abs().flatten(2).amax(dim=2) > 1e-6  # (B, T)
+        expected = torch.zeros_like(changed)
+        expected[0, 1] = True
+        assert torch.equal(changed, expected), type(op).__name__
+
+
+def test_space_operator_knows_positions() -> None:
+    torch.manual_seed(0)
+    op = SpaceOperator(8, 2, 2)
+    x = torch.randn(8).expand(1, 1, 4, 4, 8).permute(0, 1, 4, 2, 3).contiguous()  # same token everywhere
+    y = op(x)
+    assert (y[..., 0, 0] - y[..., 3, 3]).abs().max() > 1e-3, "identical tokens must differ by position"
+
+
+def test_time_operator_with_all_frames_masked_is_finite() -> None:
+    op = TimeOperator(dim=8, heads=2, mlp_ratio=2, code_dim=4)
+    x = torch.randn(1, 3, 8, 2, 2)
+    valid = torch.zeros(1, 3, 2, 2, dtype=torch.bool)
+    assert torch.isfinite(op(x, torch.randn(1, 3, 4), valid)).all()
+
+
+def test_exchange_shapes() -> None:
+    ex = PyramidExchange(4, 8, 16)
+    p, t, s = torch.randn(2, 3, 4, 16, 16), torch.randn(2, 3, 8, 4, 4), torch.randn(2, 3, 16, 2, 2)
+    outs = ex(p, t, s)
+    assert [o.shape for o in outs] == [p.shape, t.shape, s.shape]
+
+
+def test_valid_period_changes_embedding(model: AEFModel, batch: Batch) -> None:
+    ref = model.embed(batch)
+    other = _clone(batch)
+    other.period = torch.tensor([[17100.0, 17200.0]] * B, dtype=torch.float64)
+    assert (model.embed(other) - ref).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("period", [(16000.0, 16365.0), (17150.0, 17151.0), (18000.0, 18365.0)])
+def test_interpolation_and_extrapolation_periods(model: AEFModel, batch: Batch, period: tuple) -> None:
+    batch.period = torch.tensor([period] * B, dtype=torch.float64)
+    emb = model.embed(batch)
+    assert torch.isfinite(emb).all()
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(B, L, L))
+
+
+def test_any_subset_of_sources(model: AEFModel, batch: Batch) -> None:
+    only_s2 = Batch({"s2": batch.sources["s2"]}, batch.period)
+    assert model.embed(only_s2).shape == (B, 64, L, L)
+
+
+def test_gradients_reach_every_parameter(batch: Batch) -> None:
+    torch.manual_seed(0)
+    model = AEFModel(AEFConfig.tiny()).train()
+    mu = model.encode(batch)
+    z = model.sample(mu)
+    loss = sum(
+        model.decode(z, name, src.days[:, 0], batch.period).abs().mean()
+        for name, src in batch.sources.items()
+    )
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient for {missing}"
+
+
+def test_tiny_forward_backward_on_cpu_batch_of_8() -> None:
+    torch.manual_seed(0)
+    cfg = AEFConfig.tiny()
+    model = AEFModel(cfg).train()
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    gen = torch.Generator().manual_seed(1)
+    days = 17000 + torch.sort(torch.rand(8, 16, generator=gen, dtype=torch.float64) * 365, 1).values
+    src = SourceBatch(torch.randn(8, 16, 3, 64, 64), days, torch.ones(8, 16, 64, 64, dtype=torch.bool))
+    batch = Batch({"landsat7": src}, torch.tensor([[17000.0, 17365.0]] * 8, dtype=torch.float64))
+    mu = model.encode(batch)
+    out = model.decode(model.sample(mu), "landsat7", days[:, 3], batch.period)
+    out.square().mean().backward()
+    assert out.shape == (8, 3, 64, 64)
+
+
+def test_paper_config_instantiates_on_meta() -> None:
+    with torch.device("meta"):
+        model = AEFModel(AEFConfig.paper())
+    n = sum(p.numel() for p in model.parameters())
+    assert 1e8 < n < 1e9, n
+    assert model.config.dim_precision == 128 and model.config.n_blocks == 15
+
+
+def test_bad_inputs_raise_clear_errors(model: AEFModel, batch: Batch) -> None:
+    with pytest.raises(ValueError, match="no source"):
+        model.embed(Batch({}, batch.period))
+    with pytest.raises(ValueError, match="unknown source"):
+        model.embed(Batch({"sentinel1": batch.sources["s2"]}, batch.period))
+    with pytest.raises(ValueError, match="expected 13 bands"):
+        model.embed(Batch({"s2": batch.sources["landsat5"]}, batch.period))
+    bad = _clone(batch)
+    src = bad.sources["landsat5"]
+    src.values, src.mask = src.values[..., :24, :24], src.mask[..., :24, :24]
+    with pytest.raises(ValueError, match="divisible by 16"):
+        model.embed(Batch({"landsat5": src}, batch.period))
+    bad = _clone(batch)
+    bad.sources["landsat5"].mask = bad.sources["landsat5"].mask[:, :3]
+    with pytest.raises(ValueError, match="mask must be"):
+        model.embed(bad)
+    bad = _clone(batch)
+    bad.sources["landsat5"].values[bad.sources["landsat5"].mask.unsqueeze(2).expand(-1, -1, 3, -1, -1)] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model.embed(bad)
+    bad = _clone(batch)
+    for src in bad.sources.values():
+        src.mask[1] = False
+    with pytest.raises(ValueError, match=r"rows \[1\]"):
+        model.embed(bad)
+    with pytest.raises(ValueError, match="t_end > t_start"):
+        model.embed(Batch(batch.sources, batch.period.flip(1)))
+    with pytest.raises(ValueError, match="divisible by 16"):
+        AEFConfig(tile_size=40)
