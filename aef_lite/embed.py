@@ -1,0 +1,220 @@
+"""Scene-scale inference: stream a scene through the model in overlapping tiles, export the field.
+
+The model sees ``L x L`` tiles (paper S2.4: L = 128 px = 1.28 km; the tiny config uses 32 px).
+A scene of any size is embedded by :func:`embed_scene`:
+
+* tiles of ``tile`` px step by ``tile - overlap`` (:func:`aef_lite.data.tile_grid`), the last row
+  and column flush with the scene edge, so the whole scene is covered;
+* each pixel is written exactly once, by the tile whose centre it is closest to along each axis:
+  between two neighbouring tiles the cut runs through the middle of their overlap, so every tile
+  drops ``overlap / 2`` px on its interior sides (more where the flush edge tile overlaps its
+  neighbour by more) and keeps them on the scene's outer sides. Seams from the tile borders,
+  where the 3x3 convolutions and attention see zero padding, are thus hidden;
+* tiles are embedded ``batch_size`` at a time and written into one preallocated float32
+  ``(64, H, W)`` array, so peak working memory is one batch of tiles, whatever the scene size.
+
+The field is exported as the released dataset stores it (paper S8.1, ``quantize.py``): 64 int8
+bands ``A00``..``A63`` per pixel, ``-128`` = no data, as ``.npz`` (numpy only) or GeoTIFF
+(needs rasterio, the optional ``prep`` extra).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aef_lite.data import TILE_MULTIPLE, Batch, Sample, SourceBatch, cut_tile, make_batch, tile_grid
+from aef_lite.model import AEFModel
+from aef_lite.quantize import NODATA, band_names, dequantize, quantize
+
+
+@dataclass
+class EmbeddingField:
+    """An embedding field on a scene's grid.
+
+    emb:          (E, H, W) float32, unit vectors along axis 0 (E = 64); NaN where no tile had a
+                  valid input pixel (or no data in a loaded file).
+    period:       (2,) float64, the valid period [t_s, t_e) in days since ``TIME_ORIGIN``.
+    crs:          coordinate reference system, e.g. ``"EPSG:32633"``.
+    transform:    the 6 affine numbers ``[a, b, c, d, e, f]`` of the pixel-corner grid in ``crs``.
+    pixel_size_m: ground sampling distance in metres.
+    name:         the sample the field was computed from.
+    """
+
+    emb: np.ndarray
+    period: np.ndarray
+    crs: str
+    transform: list[float]
+    pixel_size_m: float
+    name: str
+
+    @property
+    def valid(self) -> np.ndarray:
+        """(H, W) bool, True where the pixel holds an embedding."""
+        return np.isfinite(self.emb).all(axis=0)
+
+
+def _check_tiling(tile: int, overlap: int, height: int, width: int) -> None:
+    if tile <= 0 or tile % TILE_MULTIPLE:
+        raise ValueError(f"tile={tile} must be a positive multiple of {TILE_MULTIPLE} (the space "
+                         f"operator runs at 1/{TILE_MULTIPLE} of the tile)")
+    if tile > min(height, width):
+        raise ValueError(f"tile={tile} is larger than the {height} x {width} px scene; use at most "
+                         f"{min(height, width) // TILE_MULTIPLE * TILE_MULTIPLE}")
+    if not 0 <= overlap < tile or overlap % 2:
+        raise ValueError(f"overlap={overlap} must be even and satisfy 0 <= overlap < tile ({tile}): "
+                         "each tile gives up overlap / 2 px on its interior sides")
+
+
+def _cuts(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
+    """Per tile start along one axis, the [lo, hi) range it writes: cuts in the middle of overlaps."""
+    mids = [(nxt + cur + tile) // 2 for cur, nxt in zip(starts[:-1], starts[1:], strict=True)]
+    return list(zip([0, *mids], [*mids, length], strict=True))
+
+
+def _scene_period(sample: Sample) -> np.ndarray:
+    """[first day, last day + 1) over all frames of all sources: (2,) float64."""
+    days = np.concatenate([s.days for s in sample.sources.values()])
+    return np.array([days.min(), days.max() + 1.0], dtype=np.float64)
+
+
+def _has_valid_pixel(tile: Sample) -> bool:
+    return any(bool(s.mask.any()) for s in tile.sources.values())
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    sources = {k: SourceBatch(s.values.to(device), s.days.to(device), s.mask.to(device))
+               for k, s in batch.sources.items()}
+    return Batch(sources=sources, period=batch.period.to(device))
+
+
+def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overlap: int = 16,
+                period: tuple[float, float] | np.ndarray | None = None, batch_size: int = 8,
+                max_frames: int | None = None) -> EmbeddingField:
+    """Embed a whole scene with overlapping tiles (see the module docstring).
+
+    Args:
+        model: a trained (or untrained) :class:`AEFModel`; only :meth:`AEFModel.embed` is used,
+            which is deterministic (vMF mean direction, paper S2.2.3). Batches are moved to the
+            device of its parameters; the field is gathered on the CPU.
+        sample: the scene, H x W px, any size >= ``tile``.
+        tile: tile side in px, a multiple of 16; default ``model.config.tile_size``.
+        overlap: even number of px shared by neighbouring tiles (0 <= overlap < tile).
+        period: valid period [t_s, t_e) in days since ``TIME_ORIGIN``; default
+            [first day, last day + 1) of the whole sample, the same for every tile.
+        batch_size: tiles per forward pass (bounds peak memory).
+        max_frames: keep at most this many evenly spread frames per source
+            (:func:`aef_lite.data.make_batch`).
+
+    Returns:
+        :class:`EmbeddingField` with ``emb`` (64, H, W) float32, unit norm per pixel. Tiles with
+        no valid input pixel in any source are not embedded; their pixels are NaN.
+
+    Raises:
+        ValueError: tile not a positive multiple of 16 or larger than the scene; overlap odd,
+            negative or >= tile; batch_size < 1.
+    """
+    tile = model.config.tile_size if tile is None else int(tile)
+    height, width = sample.height, sample.width
+    _check_tiling(tile, overlap, height, width)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    span = _scene_period(sample) if period is None else np.asarray(period, dtype=np.float64)
+    corners = tile_grid(height, width, tile, overlap)
+    row_starts, col_starts = sorted({r for r, _ in corners}), sorted({c for _, c in corners})
+    row_cut = dict(zip(row_starts, _cuts(row_starts, tile, height), strict=True))
+    col_cut = dict(zip(col_starts, _cuts(col_starts, tile, width), strict=True))
+
+    device = next(model.parameters()).device
+    out = np.full((model.config.embed_dim, height, width), np.nan, dtype=np.float32)
+    todo = [(r, c) for r, c in corners if _has_valid_pixel(cut_tile(sample, r, c, tile))]
+    for i in range(0, len(todo), batch_size):
+        chunk = todo[i:i + batch_size]
+        batch = _to_device(make_batch([cut_tile(sample, r, c, tile) for r, c in chunk], period=span,
+                                      max_frames=max_frames), device)
+        emb = model.embed(batch).to(torch.float32).cpu().numpy()  # (b, E, tile, tile)
+        for (r, c), e in zip(chunk, emb, strict=True):
+            (r0, r1), (c0, c1) = row_cut[r], col_cut[c]
+            out[:, r0:r1, c0:c1] = e[:, r0 - r:r1 - r, c0 - c:c1 - c]
+    return EmbeddingField(emb=out, period=span, crs=sample.crs, transform=list(sample.transform),
+                          pixel_size_m=float(sample.pixel_size_m), name=sample.name)
+
+
+@contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path`` (os.replace), on
+    failure delete it. Readers never see a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_field(field: EmbeddingField, path: str | os.PathLike[str]) -> Path:
+    """Write ``field`` as a compressed ``.npz`` in the released dataset's encoding (paper S8.1).
+
+    Arrays: ``emb`` (64, H, W) int8 (:func:`aef_lite.quantize.quantize`, ``-128`` = no data),
+    ``bands`` ["A00", ..., "A63"], ``crs``, ``transform`` (6,), ``period`` (2,), ``pixel_size_m``,
+    ``name``. The file is written to a temporary name and moved into place atomically.
+    Returns the path written.
+    """
+    path = Path(path)
+    codes = quantize(np.nan_to_num(field.emb, nan=0.0), dim=0, valid=field.valid)
+    with _atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh, emb=codes, bands=np.array(band_names(codes.shape[0])), crs=np.array(field.crs),
+            transform=np.asarray(field.transform, dtype=np.float64),
+            period=np.asarray(field.period, dtype=np.float64),
+            pixel_size_m=np.float64(field.pixel_size_m), name=np.array(field.name),
+        )
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
+def load_field(path: str | os.PathLike[str]) -> EmbeddingField:
+    """Read a :func:`save_field` file; ``emb`` is dequantised to float32 (NaN where no data).
+
+    Dequantised vectors are unit norm only up to the quantisation error (cosine >= 0.9997, see
+    ``quantize.py``).
+    """
+    with np.load(path, allow_pickle=False) as npz:
+        return EmbeddingField(emb=dequantize(npz["emb"]), period=npz["period"].astype(np.float64),
+                              crs=str(npz["crs"]), transform=[float(v) for v in npz["transform"]],
+                              pixel_size_m=float(npz["pixel_size_m"]), name=str(npz["name"]))
+
+
+def save_geotiff(field: EmbeddingField, path: str | os.PathLike[str]) -> Path:
+    """Write ``field`` as a 64-band int8 GeoTIFF like ``GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL``.
+
+    Bands carry the descriptions ``A00``..``A63``; the scene's CRS and transform; nodata ``-128``;
+    DEFLATE compression. Written atomically. Needs rasterio (``pip install aef-lite[prep]``).
+    Returns the path written.
+    """
+    try:
+        import rasterio
+        from rasterio.transform import Affine
+    except ImportError as err:
+        raise ImportError("save_geotiff needs rasterio: pip install 'aef-lite[prep]' (or pip install "
+                          "rasterio); save_field writes the same codes as .npz with numpy only") from err
+    path = Path(path)
+    codes = quantize(np.nan_to_num(field.emb, nan=0.0), dim=0, valid=field.valid)
+    bands, height, width = codes.shape
+    profile = dict(driver="GTiff", dtype="int8", count=bands, height=height, width=width,
+                   crs=field.crs, transform=Affine(*field.transform[:6]), nodata=NODATA,
+                   compress="deflate")
+    with _atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(codes)
+            dst.descriptions = tuple(band_names(bands))
+            dst.update_tags(period_days=" ".join(f"{v:.6f}" for v in field.period),
+                            source_sample=field.name)
+    return path

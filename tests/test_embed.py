@@ -1,0 +1,182 @@
+"""Scene-scale inference and export on real sample crops with an untrained tiny model."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from aef_lite import AEFConfig, AEFModel
+from aef_lite.data import Sample, cut_tile, make_batch, tile_grid
+from aef_lite.embed import EmbeddingField, embed_scene, load_field, save_field, save_geotiff
+from aef_lite.quantize import NODATA, band_names, quant_abs_error_bound, quantize
+
+TILE, OVERLAP = 32, 16
+
+
+@pytest.fixture(scope="module")
+def model() -> AEFModel:
+    torch.manual_seed(0)
+    return AEFModel(AEFConfig.tiny()).eval()
+
+
+def _crop(sample: Sample, row: int, col: int, height: int, width: int) -> Sample:
+    """A non-square window of ``sample`` (cut_tile only makes square tiles)."""
+    ys, xs = slice(row, row + height), slice(col, col + width)
+    sources = {k: replace(s, values=s.values[..., ys, xs], mask=s.mask[..., ys, xs])
+               for k, s in sample.sources.items()}
+    return replace(sample, sources=sources, labels={})
+
+
+def _direct(model: AEFModel, sample: Sample, row: int, col: int, period: np.ndarray,
+            max_frames: int | None = None) -> np.ndarray:
+    """Embedding (64, TILE, TILE) of one tile, embedded alone."""
+    batch = make_batch([cut_tile(sample, row, col, TILE)], period=period, max_frames=max_frames)
+    return model.embed(batch)[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def colorado(model: AEFModel, samples: dict[str, Sample]) -> EmbeddingField:
+    """Field of landsat_colorado: 61 x 61 px, two asynchronous sources, 105 dates (8 kept)."""
+    return embed_scene(model, samples["landsat_colorado"], tile=TILE, overlap=OVERLAP, max_frames=8)
+
+
+def test_field_shape_unit_norm_deterministic(model: AEFModel, samples: dict[str, Sample],
+                                             colorado: EmbeddingField) -> None:
+    scene, field = samples["landsat_colorado"], colorado
+    assert field.emb.shape == (64, scene.height, scene.width) and field.emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(field.emb, axis=0), 1.0, atol=1e-5)
+    assert field.valid.all()
+    again = embed_scene(model, scene, tile=TILE, overlap=OVERLAP, max_frames=8, batch_size=2)
+    np.testing.assert_allclose(again.emb, field.emb, atol=1e-5)
+    all_days = np.concatenate([s.days for s in scene.sources.values()])
+    np.testing.assert_array_equal(field.period, [all_days.min(), all_days.max() + 1])
+    assert (field.crs, field.transform, field.name) == (scene.crs, scene.transform, scene.name)
+
+
+def test_one_tile_scene_equals_direct_embed(model: AEFModel, samples: dict[str, Sample]) -> None:
+    scene = cut_tile(samples["s2_brandenburg"], 200, 300, TILE)
+    field = embed_scene(model, scene)  # default tile = model.config.tile_size = 32
+    np.testing.assert_allclose(field.emb, _direct(model, scene, 0, 0, field.period), atol=1e-6)
+
+
+def test_each_tile_contributes_its_central_region(model: AEFModel, samples: dict[str, Sample]) -> None:
+    # 64 x 80 = 32 + 2 * 16 by 32 + 3 * 16: every tile steps by tile - overlap exactly
+    scene = _crop(samples["s2_brandenburg"], 150, 40, 64, 80)
+    field = embed_scene(model, scene, tile=TILE, overlap=OVERLAP, batch_size=3)
+    half = OVERLAP // 2
+    covered = np.zeros((scene.height, scene.width), dtype=int)
+    for r, c in tile_grid(scene.height, scene.width, TILE, OVERLAP):
+        r0, r1 = r + (half if r > 0 else 0), r + TILE - (half if r + TILE < scene.height else 0)
+        c0, c1 = c + (half if c > 0 else 0), c + TILE - (half if c + TILE < scene.width else 0)
+        direct = _direct(model, scene, r, c, field.period)
+        np.testing.assert_allclose(field.emb[:, r0:r1, c0:c1], direct[:, r0 - r:r1 - r, c0 - c:c1 - c],
+                                   atol=1e-5)
+        covered[r0:r1, c0:c1] += 1
+    assert (covered == 1).all(), "central regions must tile the scene exactly once"
+
+
+def test_uneven_scene_pixels_come_from_tile_interiors(model: AEFModel, samples: dict[str, Sample],
+                                                     colorado: EmbeddingField) -> None:
+    # 61 px: tiles at 0, 16, 29; the flush last tile overlaps its neighbour by 19 px
+    scene, field = samples["landsat_colorado"], colorado
+    rows, cols = np.mgrid[:scene.height, :scene.width]
+
+    def interior(pos: np.ndarray, start: int, length: int) -> np.ndarray:
+        """Inside [start, start + TILE) and >= overlap / 2 px from each side not on the scene border."""
+        far_lo = (start == 0) | (pos - start >= OVERLAP // 2)
+        far_hi = (start + TILE == length) | (start + TILE - 1 - pos >= OVERLAP // 2)
+        return (pos >= start) & (pos < start + TILE) & far_lo & far_hi
+
+    ok = np.zeros((scene.height, scene.width), dtype=bool)
+    for r, c in tile_grid(scene.height, scene.width, TILE, OVERLAP):
+        margin = interior(rows, r, scene.height) & interior(cols, c, scene.width)
+        direct = np.zeros_like(field.emb)
+        direct[:, r:r + TILE, c:c + TILE] = _direct(model, scene, r, c, field.period, max_frames=8)
+        ok |= margin & (np.abs(field.emb - direct).max(axis=0) < 1e-5)
+    assert ok.all()
+
+
+def test_tiles_without_valid_input_are_left_as_no_data(model: AEFModel, samples: dict[str, Sample]) -> None:
+    scene = _crop(samples["s2_brandenburg"], 0, 0, 32, 64)  # tiles at columns 0, 16, 32
+    s2 = scene.sources["s2"]
+    mask = s2.mask.copy()
+    mask[..., 24:] = False  # the last tile sees no valid pixel; its neighbour still does
+    scene.sources["s2"] = replace(s2, values=np.where(mask[:, None], s2.values, 0.0), mask=mask)
+    field = embed_scene(model, scene, tile=TILE, overlap=OVERLAP)
+    # the last tile would write columns [40, 64): the middle of its 24 px overlap with the tile at 16
+    assert field.valid[:, :40].all() and not field.valid[:, 40:].any()
+    np.testing.assert_allclose(np.linalg.norm(field.emb[:, :, :40], axis=0), 1.0, atol=1e-5)
+
+
+@pytest.fixture()
+def field(model: AEFModel, samples: dict[str, Sample]) -> EmbeddingField:
+    return embed_scene(model, _crop(samples["s2_brandenburg"], 0, 0, 48, 64), tile=TILE, overlap=OVERLAP)
+
+
+def test_npz_round_trip_within_quantisation_bound(field: EmbeddingField, tmp_path) -> None:
+    field.emb[:, 5, 7] = np.nan  # a no-data pixel
+    path = save_field(field, tmp_path / "field.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["field.npz"], "no temporary file left"
+    with np.load(path, allow_pickle=False) as npz:
+        assert npz["emb"].dtype == np.int8 and npz["emb"].shape == field.emb.shape
+        assert npz["bands"].tolist() == band_names(64) == [f"A{i:02d}" for i in range(64)]
+        assert (npz["emb"][:, 5, 7] == NODATA).all()
+    back = load_field(path)
+    assert np.isnan(back.emb[:, 5, 7]).all() and not back.valid[5, 7] and back.valid.sum() == 48 * 64 - 1
+    ok = field.valid
+    err = np.abs(back.emb[:, ok] - field.emb[:, ok])
+    assert (err <= quant_abs_error_bound(field.emb[:, ok]) + 1e-6).all()
+    np.testing.assert_array_equal(back.period, field.period)
+    assert (back.crs, back.transform, back.pixel_size_m, back.name) == (
+        field.crs, field.transform, field.pixel_size_m, field.name)
+
+
+def test_failed_save_keeps_old_file_and_leaves_no_temp(field: EmbeddingField, tmp_path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "field.npz"
+    path.write_bytes(b"previous")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_field(field, path)
+    assert path.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["field.npz"]
+
+
+def test_geotiff_round_trip(field: EmbeddingField, tmp_path) -> None:
+    rasterio = pytest.importorskip("rasterio")
+    path = save_geotiff(field, tmp_path / "field.tif")
+    assert [p.name for p in tmp_path.iterdir()] == ["field.tif"]
+    with rasterio.open(path) as src:
+        assert (src.count, src.dtypes[0], src.nodata) == (64, "int8", NODATA)
+        assert list(src.descriptions) == band_names(64)
+        assert src.crs.to_string() == field.crs
+        np.testing.assert_allclose(list(src.transform)[:6], field.transform)
+        np.testing.assert_array_equal(src.read(), quantize(field.emb, dim=0))
+
+
+def test_geotiff_without_rasterio_says_how_to_install(field: EmbeddingField, tmp_path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "rasterio", None)  # makes `import rasterio` fail
+    with pytest.raises(ImportError, match=r"aef-lite\[prep\]"):
+        save_geotiff(field, tmp_path / "field.tif")
+
+
+@pytest.mark.parametrize(("tile", "overlap", "match"), [
+    (24, 8, "multiple of 16"),
+    (128, 16, "larger than"),
+    (32, 32, "overlap"),
+    (32, 7, "overlap"),
+    (32, -2, "overlap"),
+])
+def test_bad_tiling_raises(model: AEFModel, samples: dict[str, Sample], tile: int, overlap: int,
+                           match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        embed_scene(model, samples["landsat_colorado"], tile=tile, overlap=overlap)
