@@ -52,6 +52,7 @@ class Up(nn.Module):
             nn.Conv2d(dim_in, dim_out, 1),
             nn.ConvTranspose2d(dim_out, dim_out, factor, stride=factor, groups=dim_out),
         )
+        nn.init.ones_(self.net[2].weight)  # start as nearest-neighbour upsampling: no checkerboard at init
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -131,6 +131,7 @@ class SummaryPooling(nn.Module):
             nn.GELU(),
             nn.Conv2d(dim, embed_dim, 1),
         )
+        nn.init.ones_(self.upsample[0].weight)  # nearest-neighbour at init (no checkerboard)
 
     def forward(
         self,
