@@ -3,7 +3,7 @@
 from aef_lite.config import AEFConfig
 from aef_lite.data import Batch, SourceBatch
 from aef_lite.model import AEFModel
-from aef_lite.quantize import dequantize, quantize
+from aef_lite.quantization import dequantize, quantize
 
 __version__ = "0.1.0"
 

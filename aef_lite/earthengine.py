@@ -3,7 +3,7 @@
 The official AlphaEarth Foundations Satellite Embedding dataset is the Earth Engine
 ImageCollection ``GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL``: one image per calendar year (2017 on)
 and UTM tile, bands ``A00``..``A63`` holding 64-d unit vectors at 10 m (arXiv 2507.22291,
-"Released dataset"; quantised as in :mod:`aef_lite.quantize`). Licence CC-BY 4.0; attribution:
+"Released dataset"; quantised as in :mod:`aef_lite.quantization`). Licence CC-BY 4.0; attribution:
 "The AlphaEarth Foundations Satellite Embedding dataset is produced by Google and Google
 DeepMind." (:data:`ATTRIBUTION`).
 

@@ -13,7 +13,7 @@ A scene of any size is embedded by :func:`embed_scene`:
 * tiles are embedded ``batch_size`` at a time and written into one preallocated float32
   ``(64, H, W)`` array, so peak working memory is one batch of tiles, whatever the scene size.
 
-The field is exported as the released dataset stores it (paper S8.1, ``quantize.py``): 64 int8
+The field is exported as the released dataset stores it (paper S8.1, ``quantization.py``): 64 int8
 bands ``A00``..``A63`` per pixel, ``-128`` = no data, as ``.npz`` (numpy only) or GeoTIFF
 (needs rasterio, the optional ``prep`` extra).
 """
@@ -31,7 +31,7 @@ import torch
 
 from aef_lite.data import TILE_MULTIPLE, Batch, Sample, SourceBatch, cut_tile, make_batch, tile_grid
 from aef_lite.model import AEFModel
-from aef_lite.quantize import NODATA, band_names, dequantize, quantize
+from aef_lite.quantization import NODATA, band_names, dequantize, quantize
 
 
 @dataclass
@@ -161,7 +161,7 @@ def _atomic_path(path: Path) -> Iterator[Path]:
 def save_field(field: EmbeddingField, path: str | os.PathLike[str]) -> Path:
     """Write ``field`` as a compressed ``.npz`` in the released dataset's encoding (paper S8.1).
 
-    Arrays: ``emb`` (64, H, W) int8 (:func:`aef_lite.quantize.quantize`, ``-128`` = no data),
+    Arrays: ``emb`` (64, H, W) int8 (:func:`aef_lite.quantization.quantize`, ``-128`` = no data),
     ``bands`` ["A00", ..., "A63"], ``crs``, ``transform`` (6,), ``period`` (2,), ``pixel_size_m``,
     ``name``. The file is written to a temporary name and moved into place atomically.
     Returns the path written.
@@ -184,7 +184,7 @@ def load_field(path: str | os.PathLike[str]) -> EmbeddingField:
     """Read a :func:`save_field` file; ``emb`` is dequantised to float32 (NaN where no data).
 
     Dequantised vectors are unit norm only up to the quantisation error (cosine >= 0.9997, see
-    ``quantize.py``).
+    ``quantization.py``).
     """
     with np.load(path, allow_pickle=False) as npz:
         return EmbeddingField(emb=dequantize(npz["emb"]), period=npz["period"].astype(np.float64),

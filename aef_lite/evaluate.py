@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aef_lite.data import LabelMap, Sample, normalise
+from aef_lite.quantization import dequantize, quantize
 
 FeatureMap = np.ndarray
 """A per-pixel feature map (D, H, W) float: embeddings (64, H, W), raw bands (C, H, W), ..."""
@@ -280,6 +281,25 @@ def pca_features(raw: FeatureMap, n_components: int) -> FeatureMap:
     comps = vt[:n_components]
     comps *= np.sign(comps[np.arange(n_components), np.abs(comps).argmax(axis=1)])[:, None]
     return ((pixels - mean) @ comps.T).T.reshape(n_components, *raw.shape[1:]).astype(np.float32)
+
+
+def standard_features(sample: Sample, embeddings: Mapping[str, FeatureMap], pca_components: int = 6,
+                      quantized: bool = True) -> dict[str, FeatureMap]:
+    """The feature maps compared throughout the project, on one scene.
+
+    ``embeddings``: name -> embedding field ``(64, H, W)`` of ``sample`` (e.g. from
+    :func:`aef_lite.embed.embed_scene` with a trained and an untrained model).
+    Returns ``{"raw bands": (C, H, W), f"PCA-{k} of raw bands": (k, H, W)}``, then every
+    embedding and, with ``quantized``, the same field after the released dataset's 64-byte int8
+    round trip (``f"{name} int8"``).
+    """
+    raw = raw_band_features(sample)
+    out = {"raw bands": raw, f"PCA-{pca_components} of raw bands": pca_features(raw, pca_components)}
+    for name, emb in embeddings.items():
+        out[name] = emb
+        if quantized:
+            out[f"{name} int8"] = dequantize(quantize(emb, dim=0, valid=np.isfinite(emb).all(axis=0)))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

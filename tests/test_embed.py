@@ -12,7 +12,7 @@ import torch
 from aef_lite import AEFConfig, AEFModel
 from aef_lite.data import Sample, cut_tile, make_batch, tile_grid
 from aef_lite.embed import EmbeddingField, embed_scene, load_field, save_field, save_geotiff
-from aef_lite.quantize import NODATA, band_names, quant_abs_error_bound, quantize
+from aef_lite.quantization import NODATA, band_names, quant_abs_error_bound, quantize
 
 TILE, OVERLAP = 32, 16
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aef_lite.quantize import (
+from aef_lite.quantization import (
     NODATA,
     QUANT_MAX_ABS_ERROR,
     band_names,
