@@ -62,7 +62,7 @@ class AEFConfig:
 
     @classmethod
     def small(cls, **overrides: object) -> AEFConfig:
-        """A bigger CPU run (~2M parameters); minutes per hundred steps on a laptop."""
+        """A bigger CPU run (~1.1M parameters, L = 64); minutes per hundred steps on a laptop."""
         base = dict(
             tile_size=64, dim_precision=32, dim_time=64, dim_space=128, n_blocks=4,
             heads_time=4, heads_space=4, heads_summary=4, decoder_hidden=128,
