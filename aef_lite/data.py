@@ -484,6 +484,19 @@ def _default_period(sources: dict[str, SourceSeries]) -> tuple[float, float]:
     return float(days.min()), float(days.max()) + 1.0
 
 
+def annual_period(sample: Sample) -> np.ndarray:
+    """The calendar year containing the sample's median acquisition day: (2,) float64 days.
+
+    The default valid period for embedding a whole scene: the released AEF dataset is annual
+    (calendar years), and training uses periods of about one year.
+    """
+    days = np.concatenate([s.days for s in sample.sources.values()])
+    if days.size == 0:
+        raise ValueError(f"{sample.name}: no source has any frame, so there is no year to embed; pass period=")
+    year = np.datetime64(to_iso(float(np.median(days)))[0][:4], "Y")
+    return days_since_origin([str(year), str(year + 1)])
+
+
 def _periods(rows: list[dict[str, SourceSeries]], period: Any) -> np.ndarray:
     """(B, 2) float64 valid periods: given (broadcast from (2,)) or inferred per row."""
     if period is None:

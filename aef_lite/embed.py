@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aef_lite.data import TILE_MULTIPLE, Batch, Sample, SourceBatch, cut_tile, make_batch, tile_grid
+from aef_lite.data import TILE_MULTIPLE, Batch, Sample, SourceBatch, annual_period, cut_tile, make_batch, tile_grid
 from aef_lite.model import AEFModel
 from aef_lite.quantization import NODATA, band_names, dequantize, quantize
 
@@ -78,12 +78,6 @@ def _cuts(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
     return list(zip([0, *mids], [*mids, length], strict=True))
 
 
-def _scene_period(sample: Sample) -> np.ndarray:
-    """[first day, last day + 1) over all frames of all sources: (2,) float64."""
-    days = np.concatenate([s.days for s in sample.sources.values()])
-    return np.array([days.min(), days.max() + 1.0], dtype=np.float64)
-
-
 def _has_valid_pixel(tile: Sample) -> bool:
     return any(bool(s.mask.any()) for s in tile.sources.values())
 
@@ -125,7 +119,7 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
     _check_tiling(tile, overlap, height, width)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    span = _scene_period(sample) if period is None else np.asarray(period, dtype=np.float64)
+    span = annual_period(sample) if period is None else np.asarray(period, dtype=np.float64)
     corners = tile_grid(height, width, tile, overlap)
     row_starts, col_starts = sorted({r for r, _ in corners}), sorted({c for _, c in corners})
     row_cut = dict(zip(row_starts, _cuts(row_starts, tile, height), strict=True))

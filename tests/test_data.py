@@ -17,6 +17,7 @@ from aef_lite.data import (
     TIME_ORIGIN,
     Sample,
     SourceSeries,
+    annual_period,
     compute_norm_stats,
     cut_tile,
     days_since_origin,
@@ -353,3 +354,9 @@ def test_random_batches_s2_full_period(samples: dict[str, Sample]) -> None:
     day = days_since_origin(["2017-02-16"])[0]
     assert torch.equal(batch.period, torch.tensor([[day, day + 1]] * 4, dtype=torch.float64))
     assert batch.sources["s2"].mask.all()
+
+
+def test_annual_period_is_the_calendar_year_of_the_median_day() -> None:
+    for name, year in (("landsat_colorado", "2010"), ("s2_brandenburg", "2017"), ("s2_virginia", "2016")):
+        period = annual_period(load_sample(name))
+        assert to_iso(period) == [f"{year}-01-01", f"{int(year) + 1}-01-01"], name

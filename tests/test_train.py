@@ -1,0 +1,139 @@
+"""Training on real samples: loss falls, exact resume, checkpoints, deterministic data, cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aef_lite import AEFConfig
+from aef_lite.train import (
+    TrainConfig,
+    load_checkpoint,
+    load_sites,
+    lr_at,
+    main,
+    models_from_checkpoint,
+    pretrained,
+    step_batch,
+    train,
+)
+
+
+def _cfg(tmp_path: Path | None, **overrides: object) -> TrainConfig:
+    base = dict(steps=6, batch_size=4, max_frames=4, log_every=1, val_every=1000, ckpt_every=3,
+                out_dir=str(tmp_path) if tmp_path is not None else None, progress=False)
+    return TrainConfig(**{**base, **overrides})
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_lr_schedule_warmup_then_linear_decay() -> None:
+    cfg = TrainConfig(steps=100, lr=1e-3, warmup_fraction=0.1)
+    lrs = np.array([lr_at(s, cfg) for s in range(100)])
+    assert lrs[0] < 0.2e-3 and lrs.max() <= 1e-3 and lrs.max() >= 0.95e-3
+    assert (np.diff(lrs[:10]) > 0).all() and (np.diff(lrs[10:]) < 0).all()
+    assert lrs[-1] < 0.02e-3
+
+
+def test_step_batch_is_a_pure_function_of_seed_step_rank() -> None:
+    cfg = _cfg(None)
+    sites = load_sites(cfg.sites, cfg.tile, cfg.frames_window_days)
+    a, cap_a = step_batch(sites, cfg, step=4, rank=0)
+    b, cap_b = step_batch(sites, cfg, step=4, rank=0)
+    assert cap_a == cap_b
+    for name, src in a.sources.items():
+        assert torch.equal(src.values, b.sources[name].values) and torch.equal(src.mask, b.sources[name].mask)
+    other, _ = step_batch(sites, cfg, step=4, rank=1, world_size=2)
+    assert set(other.sources) != set(a.sources) or not torch.equal(other.period, a.period)
+    assert set(step_batch(sites, cfg, 0)[0].sources) == {"landsat5", "landsat7"}
+    assert set(step_batch(sites, cfg, 1)[0].sources) == {"s2"}
+
+
+def test_validation_blocks_are_disjoint_from_training() -> None:
+    sites = {s.name: s for s in load_sites(("s2_brandenburg", "landsat_colorado"), 32, 365.0)}
+    b = sites["s2_brandenburg"]
+    assert b.train.height + b.val.height == 512
+    assert b.train.transform[5] == b.val.transform[5] - 10.0 * b.val.height  # val block lies north
+    c = sites["landsat_colorado"]
+    last_train = max(s.days.max() for s in c.train.sources.values() if s.num_frames)
+    first_val = min(s.days.min() for s in c.val.sources.values() if s.num_frames)
+    assert last_train < first_val
+
+
+def test_total_loss_falls_on_real_data() -> None:
+    result = train(AEFConfig.tiny(), _cfg(None, steps=40, lr=2e-3, sites=("s2_brandenburg",)))
+    totals = np.array([h["total"] for h in result.history])
+    assert len(totals) == 40 and np.isfinite(totals).all()
+    assert totals[-10:].mean() < totals[:10].mean() - 0.02, totals.round(3)
+    assert "val_reconstruction" in result.history[-1]
+
+
+def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    full = train(AEFConfig.tiny(), _cfg(tmp_path / "a"))
+    assert sorted(p.name for p in (tmp_path / "a").glob("ckpt_*.pt")) == ["ckpt_000003.pt", "ckpt_000006.pt"]
+    assert len(full.history) == 6
+    (tmp_path / "a" / "ckpt_000006.pt").rename(tmp_path / "ckpt_000006.pt")  # "interrupted" after step 3
+    resumed = train(None, _cfg(tmp_path / "b"), resume=tmp_path / "a")  # a folder: its latest checkpoint
+    _assert_same_state(full.model.state_dict(), resumed.model.state_dict())
+    _assert_same_state(full.text_tower.state_dict(), resumed.text_tower.state_dict())
+    keys = ("total", "reconstruction", "clip")
+    assert [[h[k] for k in keys] for h in full.history] == [[h[k] for k in keys] for h in resumed.history]
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path: Path) -> None:
+    result = train(AEFConfig.tiny(), _cfg(tmp_path, steps=2, ckpt_every=100))
+    path = result.checkpoint
+    assert path == tmp_path / "ckpt_000002.pt"
+    raw = torch.load(path, weights_only=True)  # plain tensors, dicts, lists, numbers: safe to load
+    assert raw["step"] == 2 and raw["config"] == AEFConfig.tiny().to_dict()
+    model, tower = models_from_checkpoint(load_checkpoint(path, AEFConfig.tiny()))
+    _assert_same_state(model.state_dict(), result.model.state_dict())
+    _assert_same_state(tower.state_dict(), result.text_tower.state_dict())
+
+    with pytest.raises(ValueError, match="was written for a model with tile_size=32"):
+        load_checkpoint(path, AEFConfig.tiny(tile_size=64))
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(bad)
+    bad.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(bad)
+    torch.save([1, 2, 3], bad)
+    with pytest.raises(ValueError, match="not an aef-lite checkpoint"):
+        load_checkpoint(bad)
+    raw["model"]["summary.query.0.weight"] = torch.zeros(3, 3)
+    with pytest.raises(ValueError, match="was written for a model with"):
+        models_from_checkpoint(raw)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_pretrained_trains_once_then_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _cfg(None, steps=2)
+    model, tower, history = pretrained(AEFConfig.tiny(), cfg, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("aef-lite-*.pt"))) == 1 and len(history) == 2
+    assert not list(tmp_path.glob(".run-*")), "the temporary run folder is removed"
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pretrained() retrained instead of using its cache")
+
+    monkeypatch.setattr("aef_lite.train.train", no_training)
+    again, tower_again, history_again = pretrained(AEFConfig.tiny(), cfg, cache_dir=tmp_path)
+    _assert_same_state(model.state_dict(), again.state_dict())
+    _assert_same_state(tower.state_dict(), tower_again.state_dict())
+    assert history_again == history
+
+
+def test_main_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--steps", "2", "--batch-size", "2", "--out", str(tmp_path), "--no-progress", "--ckpt-every", "1"])
+    assert (tmp_path / "ckpt_000001.pt").exists() and (tmp_path / "ckpt_000002.pt").exists()
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 1
+    assert '"step": 2' in capsys.readouterr().out
