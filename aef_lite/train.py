@@ -624,9 +624,11 @@ def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = No
 
 
 def _cache_key(model_cfg: AEFConfig, train_cfg: TrainConfig) -> str:
-    """Hash of the configs (minus output options), the package version and the sample files."""
+    """Hash of the configs (minus output options), the package version and source, and the sample files."""
     run = {k: v for k, v in train_cfg.to_dict().items() if k not in ("out_dir", "progress")}
     h = hashlib.sha256(json.dumps([model_cfg.to_dict(), run, _package_version()], sort_keys=True).encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):  # any code change retrains
+        h.update(source.read_bytes())
     root = default_data_dir()
     for name in train_cfg.sites:
         for suffix in (".json", ".npz"):
