@@ -162,12 +162,12 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    sample = load_sample(args.sample)
+    if args.labels not in sample.labels:
+        raise ValueError(f"{args.sample} has no label map {args.labels!r}; it has {sorted(sample.labels) or 'none'}")
     model, _ = _load_models(args.checkpoint)
     torch.manual_seed(0)
     untrained = AEFModel(model.config).eval()
-    sample = load_sample(args.sample)
-    if args.labels not in sample.labels:
-        raise SystemExit(f"{args.sample} has no label map {args.labels!r}; it has {sorted(sample.labels) or 'none'}")
     fields = {"aef-lite": embed_scene(model, sample).emb, "untrained encoder": embed_scene(untrained, sample).emb}
     features = standard_features(sample, fields)
     rows = evaluate_features(features, sample.labels[args.labels], n_per_class=args.n_per_class,
