@@ -405,7 +405,8 @@ def build_s2_brandenburg(root: Path) -> tuple[dict[str, np.ndarray], dict[str, A
         "labels": {
             "water_land": {"array": "labels_water_land", "class_names": WATER_LAND_CLASSES[0],
                            "colors": WATER_LAND_CLASSES[1],
-                           "origin": "s2l1c_ref.gpkg polygons, attribute cid (1 water, 2 land; ids read off the spectra, the file names no classes)"},
+                           "origin": "s2l1c_ref.gpkg polygons, attribute cid (1 water, 2 land; "
+                                     "ids read off the spectra, the file names no classes)"},
             "osm": {"array": "labels_osm", "class_names": OSM_CLASSES, "colors": OSM_COLORS,
                     "origin": "OSM polygons (attribute fclass), burned in fid order, later "
                               "polygons overwrite earlier ones where they overlap",
