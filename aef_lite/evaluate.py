@@ -16,7 +16,7 @@ dropped. Train and test sets are therefore at least ``gap`` px apart (Euclidean,
 not 1.28 km; points *within* a set are not separated (the test set is every remaining labelled
 pixel, so large polygons weigh more, which balanced accuracy compensates across classes).
 The default label budgets are 1 and 10 per class; the max-label setting is left out because the
-``water_land`` map has only 283 water pixels. Everything here is numpy only and deterministic
+``water_land`` map has only 283 land pixels. Everything here is numpy only and deterministic
 given the seeds.
 """
 

@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the terminal bar: tqdm.auto warns on stderr in Jupyter without ipywidgets
 
 from aef_lite.config import AEFConfig
 from aef_lite.data import Batch, Sample, SourceBatch, SourceSeries, cut_tile, default_data_dir, load_sample, make_batch
@@ -239,8 +239,17 @@ def split_site(sample: Sample, tile: int, window_days: float) -> Site:
 
 
 def load_sites(names: Sequence[str], tile: int, window_days: float) -> list[Site]:
-    """Load and split the named samples."""
-    return [split_site(load_sample(n), tile, window_days) for n in names]
+    """Load and split the named samples; samples smaller than the tile are skipped with a warning
+    (e.g. the 61 px Landsat scene with the small preset's 64 px tiles)."""
+    samples = [load_sample(n) for n in names]
+    fits = [s for s in samples if min(s.height, s.width) >= tile]
+    for s in samples:
+        if s not in fits:
+            warnings.warn(f"skipping {s.name}: {s.height}x{s.width} px is smaller than the {tile} px tile",
+                          stacklevel=2)
+    if not fits:
+        raise ValueError(f"no training sample is at least {tile} px on a side: choose a smaller tile")
+    return [split_site(s, tile, window_days) for s in fits]
 
 
 def _has_valid(tile: Sample) -> bool:

@@ -137,3 +137,13 @@ def test_main_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert (tmp_path / "ckpt_000001.pt").exists() and (tmp_path / "ckpt_000002.pt").exists()
     assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 1
     assert '"step": 2' in capsys.readouterr().out
+
+
+def test_samples_smaller_than_the_tile_are_skipped_with_a_warning() -> None:
+    from aef_lite.train import load_sites
+
+    with pytest.warns(UserWarning, match="skipping landsat_colorado"):
+        sites = load_sites(["landsat_colorado", "s2_virginia"], tile=64, window_days=365.0)
+    assert [s.name for s in sites] == ["s2_virginia"]
+    with pytest.raises(ValueError, match="smaller tile"):
+        load_sites(["landsat_colorado"], tile=64, window_days=365.0)
