@@ -1,0 +1,157 @@
+"""Scene-scale inference: km^2 per second and peak memory of :func:`aef_lite.embed.embed_scene`.
+
+Square crops of the real ``s2_brandenburg`` scene (10 m pixels) growing 4x in area per step:
+64^2, 128^2, 256^2, 512^2 px (0.41 to 26 km^2), and 1024^2 px made by mirroring the 512^2 scene
+(the scene is only 512 px wide; the mirrored copies are real pixels, so the work per tile is
+realistic). Each size runs in a fresh process, so the peak memory of one size cannot hide the
+next one's:
+
+* time: median of repeated ``embed_scene`` calls (tile 32, overlap 16, batches of 8, the tiny
+  model; untrained, since speed does not depend on the weights), after one untimed call. The
+  ratios to the smallest size are measured *within* each process, alternating calls on the
+  size and on the smallest scene, so that load changes between processes cancel out;
+* peak memory: the kernel's peak resident set size during the first call minus the resident
+  set size just before it (torch and numpy allocations alike; the peak mark is reset first
+  through ``/proc/self/clear_refs``, so an earlier, higher peak, e.g. from loading the scene,
+  cannot hide it; Linux only), and the ``tracemalloc`` peak of a separate call (numpy's
+  allocations only; torch's allocator is invisible to tracemalloc). Both include the
+  (64, H, W) float32 output array; "working" memory is the rest.
+
+Expected: time per km^2 and per tile stay flat (time linear in area) and working memory stays
+flat (tiles are streamed). Time per km^2 rises a little at small sizes because every scene is
+covered by whole overlapping tiles: the tile pixels computed per scene pixel (``overcompute``)
+grow from 2.25 (64^2) towards 4 (stride 16 of a 32 px tile).
+
+Run ``python benchmarks/inference_scale.py [--quick] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import tracemalloc
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from multiprocessing import get_context
+
+import numpy as np
+import torch
+from common import machine_info, median, print_machine
+
+from aef_lite.config import AEFConfig
+from aef_lite.data import Sample, cut_tile, load_sample, tile_grid
+from aef_lite.embed import embed_scene
+from aef_lite.model import AEFModel
+
+SCENE = "s2_brandenburg"
+TILE, OVERLAP, BATCH = 32, 16, 8
+PIXEL_KM2 = 1e-4  # one 10 m x 10 m pixel
+
+
+def mirrored(sample: Sample) -> Sample:
+    """A 2H x 2W scene: the sample and its mirror images (left-right, top-bottom); no labels."""
+
+    def grow(a: np.ndarray) -> np.ndarray:
+        top = np.concatenate([a, a[..., ::-1]], axis=-1)
+        return np.concatenate([top, top[..., ::-1, :]], axis=-2)
+
+    sources = {k: replace(s, values=grow(s.values), mask=grow(s.mask)) for k, s in sample.sources.items()}
+    return replace(sample, sources=sources, labels={})
+
+
+def scene(size: int) -> Sample:
+    """The ``size`` x ``size`` px crop of the scene (top-left), mirrored when larger than it."""
+    sample = load_sample(SCENE)
+    while size > sample.height:
+        sample = mirrored(sample)
+    return cut_tile(sample, 0, 0, size)
+
+
+def _status_kib(field: str) -> int:
+    """A ``VmRSS``/``VmHWM`` line of ``/proc/self/status``, in KiB."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss() -> int:
+    """Reset the kernel's peak-RSS mark of this process (Linux >= 4.0); returns the current RSS in bytes."""
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+        fh.write("5")
+    return 1024 * _status_kib("VmRSS")
+
+
+def measure_size(size: int, reference: int, repeats: int, threads: int) -> dict[str, float]:
+    """Run in a fresh process: time and peak memory of embedding one ``size``^2 scene, and the
+    median ratio of its time to that of the ``reference``^2 scene, timed alternately."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = AEFModel(AEFConfig.tiny()).eval()
+    sample, ref = scene(size), scene(reference)
+    run = lambda s: embed_scene(model, s, tile=TILE, overlap=OVERLAP, batch_size=BATCH)  # noqa: E731
+    rss_before = reset_peak_rss()
+    field = run(sample)
+    rss_peak = 1024 * _status_kib("VmHWM") - rss_before
+    del field
+    run(ref)
+    times: dict[str, list[float]] = {"size": [], "ref": []}
+    for _ in range(repeats):
+        for key, s in (("size", sample), ("ref", ref)):
+            start = time.perf_counter()
+            run(s)
+            times[key].append(time.perf_counter() - start)
+    tracemalloc.start()
+    run(sample)
+    numpy_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    ratios = [a / b for a, b in zip(times["size"], times["ref"], strict=True)]
+    return {"seconds": median(times["size"]), "over_reference": median(ratios),
+            "rss_peak_bytes": float(rss_peak), "numpy_peak_bytes": float(numpy_peak)}
+
+
+def main(quick: bool = False, threads: int = 1) -> dict:
+    """Measure every size in its own process; print a table; return ``{"machine", "sizes": [...]}``."""
+    sizes = (64, 128, 256) if quick else (64, 128, 256, 512, 1024)
+    repeats = 1 if quick else 3
+    info = {**machine_info(), "torch_threads": threads}
+    print_machine(info)
+    rows = []
+    for size in sizes:
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            m = pool.submit(measure_size, size, sizes[0], repeats, threads).result()
+        area_km2 = size * size * PIXEL_KM2
+        tiles = len(tile_grid(size, size, TILE, OVERLAP))
+        output = 4.0 * AEFConfig.tiny().embed_dim * size * size
+        rows.append({
+            "size_px": size, "area_km2": area_km2, "tiles": tiles, "overcompute": tiles * TILE**2 / size**2,
+            "seconds": m["seconds"], "over_reference": m["over_reference"], "km2_per_s": area_km2 / m["seconds"],
+            "ms_per_tile": 1e3 * m["seconds"] / tiles,
+            "output_mib": output / 2**20, "rss_peak_mib": m["rss_peak_bytes"] / 2**20,
+            "rss_working_mib": (m["rss_peak_bytes"] - output) / 2**20,
+            "numpy_peak_mib": m["numpy_peak_bytes"] / 2**20,
+            "numpy_working_mib": (m["numpy_peak_bytes"] - output) / 2**20,
+        })
+    base = rows[0]
+    for r in rows:
+        r["time_per_km2_ratio"] = r["over_reference"] * base["area_km2"] / r["area_km2"]
+        r["time_per_tile_ratio"] = r["over_reference"] * base["tiles"] / r["tiles"]
+    print(f"{'size':>9} {'km2':>6} {'tiles':>5} {'over':>4} {'s':>7} {'km2/s':>6} {'s/km2 ratio':>11} "
+          f"{'s/tile ratio':>12} {'output MiB':>10} {'RSS peak-output MiB':>19} {'numpy peak-output MiB':>21}")
+    for r in rows:
+        print(f"{r['size_px']:>4}x{r['size_px']:<4} {r['area_km2']:6.2f} {r['tiles']:5d} {r['overcompute']:4.2f} "
+              f"{r['seconds']:7.2f} {r['km2_per_s']:6.2f} {r['time_per_km2_ratio']:11.2f} "
+              f"{r['time_per_tile_ratio']:12.2f} {r['output_mib']:10.1f} {r['rss_working_mib']:19.1f} "
+              f"{r['numpy_working_mib']:21.1f}")
+    if not quick:
+        print("1024x1024 is the 512x512 scene mirrored left-right and top-bottom.")
+    return {"machine": info, "sizes": rows}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="sizes up to 256^2, one repeat (smoke test)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = parser.parse_args()
+    main(args.quick, args.threads)

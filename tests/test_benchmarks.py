@@ -1,0 +1,58 @@
+"""Smoke test of the benchmark scripts: ``benchmarks/run_all.py --quick`` runs end to end.
+
+Asserts on the structure of the results (keys present, numbers finite, ratios positive), never
+on timings: the development machine is shared and its speed varies from minute to minute.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _numbers(tree: object) -> list[float]:
+    """Every int/float in a nested dict/list (booleans excluded)."""
+    if isinstance(tree, dict):
+        return [x for v in tree.values() for x in _numbers(v)]
+    if isinstance(tree, list):
+        return [x for v in tree for x in _numbers(v)]
+    return [float(tree)] if isinstance(tree, int | float) and not isinstance(tree, bool) else []
+
+
+def test_run_all_quick(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick", "--json", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res) == {"seconds", "train_speed", "inference_scale", "quality", "compactness"}
+    assert all(math.isfinite(x) for x in _numbers(res))
+
+    for config in ("tiny", "small"):
+        speed = res["train_speed"][config]
+        for key in ("pixels_per_s", "frame_pixels_per_s", "gflops_per_step", "matmul_gflops_per_s", "utilisation"):
+            assert speed[key] > 0, (config, key)
+    assert res["train_speed"]["small"]["gflops_per_step"] > res["train_speed"]["tiny"]["gflops_per_step"]
+
+    sizes = res["inference_scale"]["sizes"]
+    assert [r["size_px"] for r in sizes] == sorted(r["size_px"] for r in sizes) and len(sizes) >= 3
+    for r in sizes:
+        assert r["km2_per_s"] > 0 and r["time_per_km2_ratio"] > 0 and r["rss_peak_mib"] > 0
+    assert 0.5 < sizes[0]["time_per_km2_ratio"] < 2.0  # the smallest size against itself
+
+    quality = res["quality"]
+    assert set(quality["label_maps"]) == {"water_land", "osm"}
+    methods = {s["method"] for s in quality["label_maps"]["osm"]}
+    assert {"trained", "trained int8", "untrained", "raw bands", "PCA-6 of raw bands"} <= methods
+    assert all(0.0 <= s["mean"] <= 1.0 for rows in quality["label_maps"].values() for s in rows)
+    assert len(quality["beats"]) == 2 * 3 and all(isinstance(b["beats"], bool) for b in quality["beats"])
+    assert quality["quant_max_abs_points"] >= 0
+
+    compact = res["compactness"]
+    assert compact["embedding_bytes_per_px"] == 64
+    assert all(r["ratio_per_pixel"] > 0 and r["ratio_per_area"] > 0 for r in compact["rows"])
