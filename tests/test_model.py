@@ -224,22 +224,3 @@ def test_bad_inputs_raise_clear_errors(model: AEFModel, batch: Batch) -> None:
     with pytest.raises(ValueError, match="divisible by 16"):
         AEFConfig(tile_size=40)
 
-
-def test_unobserved_cells_are_summarised_from_spatial_context() -> None:
-    """An in-painting hole (no frame valid there) still gets an embedding that depends on the
-    visible pixels around it, not only on the valid period."""
-    torch.manual_seed(0)
-    model = AEFModel(AEFConfig.tiny()).eval()
-    gen = torch.Generator().manual_seed(0)
-    mask = torch.ones(1, 1, L, L, dtype=torch.bool)
-    mask[..., 8:24, 8:24] = False
-    day = torch.full((1, 1), 17100.0, dtype=torch.float64)
-    src = SourceBatch(torch.randn(1, 1, 13, L, L, generator=gen), day, mask)
-    batch = Batch({"s2": src}, torch.tensor([[17000.0, 17365.0]], dtype=torch.float64))
-    ref = model.embed(batch)
-    other = copy.deepcopy(batch)
-    other.sources["s2"].values[..., :4, :] += 3 * torch.randn(1, 1, 13, 4, L, generator=gen)  # visible rows
-    assert (model.embed(other)[..., 14:18, 14:18] - ref[..., 14:18, 14:18]).abs().max() > 1e-4
-    other = copy.deepcopy(batch)
-    other.sources["s2"].values[..., 8:24, 8:24] = 100.0  # the hole's own (masked) values
-    torch.testing.assert_close(model.embed(other), ref, rtol=0, atol=1e-6)
