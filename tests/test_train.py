@@ -145,5 +145,5 @@ def test_samples_smaller_than_the_tile_are_skipped_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="skipping landsat_colorado"):
         sites = load_sites(["landsat_colorado", "s2_virginia"], tile=64, window_days=365.0)
     assert [s.name for s in sites] == ["s2_virginia"]
-    with pytest.raises(ValueError, match="smaller tile"):
+    with pytest.raises(ValueError, match="smaller tile"), pytest.warns(UserWarning):
         load_sites(["landsat_colorado"], tile=64, window_days=365.0)
