@@ -397,7 +397,8 @@ def load_sample(name: str, data_dir: Path | str | None = None) -> Sample:
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_tile(tile: int, height: int, width: int) -> None:
+def check_tile_size(tile: int, height: int, width: int) -> None:
+    """Raise a clear ``ValueError`` unless ``tile`` is a positive multiple of 16 that fits the scene."""
     if tile <= 0 or tile % TILE_MULTIPLE:
         raise ValueError(f"tile size {tile} must be a positive multiple of {TILE_MULTIPLE} (the "
                          f"model works at 1/{TILE_MULTIPLE} of the tile); try "
@@ -415,7 +416,7 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
 def tile_grid(height: int, width: int, tile: int, overlap: int = 0) -> list[tuple[int, int]]:
     """Top-left (row, col) of tiles of ``tile`` x ``tile`` px covering an H x W scene, row-major,
     stepping ``tile - overlap``; the last row/column of tiles is flush with the scene edge."""
-    _check_tile(tile, height, width)
+    check_tile_size(tile, height, width)
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap {overlap} must satisfy 0 <= overlap < tile ({tile})")
     stride = tile - overlap
@@ -425,7 +426,7 @@ def tile_grid(height: int, width: int, tile: int, overlap: int = 0) -> list[tupl
 def cut_tile(sample: Sample, row: int, col: int, size: int) -> Sample:
     """The ``size`` x ``size`` px window of ``sample`` at top-left (row, col): every source and
     label map cropped, transform shifted, ``meta["tile"] = {"row", "col", "size"}`` added."""
-    _check_tile(size, sample.height, sample.width)
+    check_tile_size(size, sample.height, sample.width)
     if not (0 <= row <= sample.height - size and 0 <= col <= sample.width - size):
         raise ValueError(f"tile at ({row}, {col}) of size {size} leaves the "
                          f"{sample.height} x {sample.width} scene")
@@ -563,7 +564,7 @@ def random_batches(sample: Sample, batch_size: int, tile: int,
     frame). Without it the period is each row's [first day, last day + 1).
     """
     rng = np.random.default_rng(seed)
-    _check_tile(tile, sample.height, sample.width)
+    check_tile_size(tile, sample.height, sample.width)
     first, end = _default_period(sample.sources)
     while True:
         rows, periods = [], []

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aef_lite.data import TILE_MULTIPLE, Batch, Sample, SourceBatch, annual_period, cut_tile, make_batch, tile_grid
+from aef_lite.data import Batch, Sample, SourceBatch, annual_period, check_tile_size, cut_tile, make_batch, tile_grid
 from aef_lite.model import AEFModel
 from aef_lite.quantization import NODATA, band_names, dequantize, quantize
 
@@ -61,12 +61,7 @@ class EmbeddingField:
 
 
 def _check_tiling(tile: int, overlap: int, height: int, width: int) -> None:
-    if tile <= 0 or tile % TILE_MULTIPLE:
-        raise ValueError(f"tile={tile} must be a positive multiple of {TILE_MULTIPLE} (the space "
-                         f"operator runs at 1/{TILE_MULTIPLE} of the tile)")
-    if tile > min(height, width):
-        raise ValueError(f"tile={tile} is larger than the {height} x {width} px scene; use at most "
-                         f"{min(height, width) // TILE_MULTIPLE * TILE_MULTIPLE}")
+    check_tile_size(tile, height, width)
     if not 0 <= overlap < tile or overlap % 2:
         raise ValueError(f"overlap={overlap} must be even and satisfy 0 <= overlap < tile ({tile}): "
                          "each tile gives up overlap / 2 px on its interior sides")
