@@ -18,15 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aef_lite.config import AEFConfig
+from aef_lite.checkpoints import load_checkpoint, models_from_checkpoint
+from aef_lite.config import AEFConfig, TrainConfig
 from aef_lite.data import list_samples, load_sample
 from aef_lite.embed import EmbeddingField, embed_scene, save_field, save_geotiff
 from aef_lite.evaluate import evaluate_features, format_table, standard_features, summarise
+from aef_lite.hub import load_pretrained
 from aef_lite.model import AEFModel
+from aef_lite.pretrained import pretrained
 from aef_lite.repro import seed_everything
 from aef_lite.text import TextTower, encode_text, text_query_auc
-from aef_lite.train import TrainConfig, load_checkpoint, models_from_checkpoint, train
 from aef_lite.train import main as train_main
+from aef_lite.train import train
 
 TEXT_QUERIES = {"water": ("osm", "water"), "forest": ("osm", "forest"), "residential": ("osm", "residential")}
 """Text query -> (label map, class) of ``s2_brandenburg`` used to score it."""
@@ -39,7 +42,17 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _load_models(checkpoint: str) -> tuple[AEFModel, TextTower]:
+def _load_models(checkpoint: str | None) -> tuple[AEFModel, TextTower]:
+    """The shipped reference model (``None``), a model folder (``aef_lite.hub`` layout) or a
+    training checkpoint ``ckpt_<step>.pt``."""
+    if checkpoint is None:
+        model, tower, _ = pretrained()
+        return model, tower
+    if Path(checkpoint).is_dir():
+        model, tower, _ = load_pretrained(checkpoint)
+        if tower is None:
+            raise ValueError(f"{checkpoint}: the model folder has no text tower")
+        return model, tower
     return models_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
 
 
@@ -192,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("train", help="train a model (all options: aef-lite train --help)", add_help=False)
 
-    emb = sub.add_parser("embed", help="embed whole sample scenes with a checkpoint")
-    emb.add_argument("--checkpoint", required=True)
+    emb = sub.add_parser("embed", help="embed whole sample scenes with the reference model or a checkpoint")
+    emb.add_argument("--checkpoint", default=None,
+                     help="ckpt_<step>.pt or model folder (default: the shipped reference model)")
     emb.add_argument("--sample", action="append", choices=list_samples(), help="repeatable; default: all")
     emb.add_argument("--tile", type=int, default=None)
     emb.add_argument("--overlap", type=int, default=16)
@@ -202,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     emb.set_defaults(func=cmd_embed)
 
     ev = sub.add_parser("evaluate", help="sparse-label evaluation of a checkpoint against baselines")
-    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--checkpoint", default=None,
+                    help="ckpt_<step>.pt or model folder (default: the shipped reference model)")
     ev.add_argument("--sample", default="s2_brandenburg")
     ev.add_argument("--labels", default="osm")
     ev.add_argument("--n-per-class", type=int, nargs="+", default=[1, 10])

@@ -1,8 +1,14 @@
-"""Model configuration: widths, depths and the input sources (paper S2.4, Table S1)."""
+"""Configurations: the model (:class:`AEFConfig`, paper S2.4, Table S1) and the training recipe
+(:class:`TrainConfig`, paper S2.2 scaled to a CPU run)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+
+from aef_lite.losses import LossWeights
+
+SITES = ("landsat_colorado", "s2_brandenburg", "s2_virginia")
+"""The shipped samples the default recipe trains on."""
 
 
 def _default_sources() -> dict[str, int]:
@@ -84,4 +90,59 @@ class AEFConfig:
 
     def to_dict(self) -> dict:
         """Plain-dict form, stored in checkpoints."""
+        return asdict(self)
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run (the paper's recipe scaled to a CPU run).
+
+    ``lr`` peaks after a linear warmup over ``warmup_fraction`` of the steps and decays linearly
+    to 0 at the last step (paper: 0 -> 1e-4 over 1k steps, to 0 at 100k). ``max_frames`` caps the
+    frames per source and tile (evenly spread); ``frames_window_days`` is the valid period of
+    each row. ``ckpt_every`` writes ``ckpt_<step>.pt`` (and always at the last step); with
+    ``out_dir=None`` nothing is written. ``device`` is ``"cpu"`` or ``"cuda"`` (falls back to
+    CPU when CUDA is not available); ``bf16`` enables bf16 autocast on CUDA only.
+
+    ``threads``: torch intra-op CPU threads while training (restored afterwards; None leaves the
+    current setting). Default 1: the tiny model runs thousands of small ops per step, and when
+    other processes share the cores OpenMP's spin-waiting made 2 threads about 10x *slower* than
+    1 on the 2-core development machine; 1 also makes the result independent of the core count.
+    """
+
+    steps: int = 400
+    batch_size: int = 8
+    tile: int = 32
+    frames_window_days: float = 365.0
+    max_frames: int = 8
+    lr: float = 1e-3
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    p_drop_source: float = 0.3
+    sites: tuple[str, ...] = SITES
+    val_batches: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = 1
+    bf16: bool = False
+    log_every: int = 10
+    val_every: int = 100
+    ckpt_every: int = 200
+    out_dir: str | None = "runs/aef-lite"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss_weights, dict):
+            self.loss_weights = LossWeights(**self.loss_weights)
+        self.sites = tuple(self.sites)
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValueError(f"need steps >= 1 and batch_size >= 2 (uniformity compares tiles), got "
+                             f"steps={self.steps}, batch_size={self.batch_size}")
+        if min(self.log_every, self.val_every, self.ckpt_every) < 1:
+            raise ValueError("log_every, val_every and ckpt_every must be >= 1")
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (stored in checkpoints)."""
         return asdict(self)

@@ -306,9 +306,13 @@ def validate_series(series: SourceSeries) -> None:
 
 
 def default_data_dir() -> Path:
-    """``$AEF_LITE_DATA_DIR`` if set, else ``<repo>/data_samples`` next to the package."""
+    """``$AEF_LITE_DATA_DIR`` if set; else the samples installed inside the package
+    (``aef_lite/data_samples/``, from a wheel or ``pip install .``); else ``data_samples/`` of the
+    source checkout next to the package (editable installs and plain checkouts)."""
     env = os.environ.get(DATA_DIR_ENV)
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "data_samples"
+    here = Path(__file__).resolve().parent
+    installed, checkout = here / "data_samples", here.parent / "data_samples"
+    path = Path(env) if env else installed if installed.is_dir() else checkout
     if not path.is_dir():
         raise FileNotFoundError(
             f"sample data folder {path} not found. Set the environment variable {DATA_DIR_ENV} "

@@ -8,6 +8,9 @@ during training, through :meth:`AEFModel.sample`.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -104,3 +107,16 @@ class AEFModel(nn.Module):
         if source not in self.decoders:
             raise ValueError(f"no decoder for source {source!r}; known: {sorted(self.decoders)}")
         return self.decoders[source](z, period_position(days, period), meta)
+
+    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+        """Write this model to a folder in Hugging Face layout (see :mod:`aef_lite.hub`)."""
+        from aef_lite.hub import save_pretrained
+
+        return save_pretrained(path, self)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike[str], revision: str | None = None) -> AEFModel:
+        """Load a model folder or Hugging Face Hub repository id (see :mod:`aef_lite.hub`); eval mode."""
+        from aef_lite.hub import load_pretrained
+
+        return load_pretrained(path_or_repo_id, revision)[0]

@@ -1,7 +1,7 @@
 """Training speed of the full AEF objective on CPU, as throughput and as a utilisation ratio.
 
 One step is exactly what :func:`aef_lite.train.train` does per step on real batches from
-:func:`aef_lite.train.step_batch` (the three shipped sites in turn): hold-out, teacher encode,
+:func:`aef_lite.sampling.step_batch` (the three shipped sites in turn): hold-out, teacher encode,
 vMF sample, decoders, uniformity, student encode, consistency, text tower and CLIP, backward,
 gradient clipping, AdamW step. Batches are drawn before timing (their cost is reported
 separately, as a fraction of the step).
@@ -28,11 +28,13 @@ import torch
 from common import machine_info, matmul_flops_per_s, median, print_machine, torch_threads
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from aef_lite.config import AEFConfig
+from aef_lite.config import AEFConfig, TrainConfig
 from aef_lite.data import Batch
 from aef_lite.model import AEFModel
+from aef_lite.objective import AEFObjective
+from aef_lite.sampling import load_sites, step_batch, step_seed
 from aef_lite.text import TextTower
-from aef_lite.train import AEFObjective, TrainConfig, _optimizer, load_sites, step_batch, step_seed
+from aef_lite.train import _optimizer
 
 CONFIGS = ("tiny", "small")
 
@@ -89,7 +91,7 @@ class Trainer:
 def prepare_steps(trainer: Trainer, n_steps: int) -> tuple[list[Step], float, list[str]]:
     """Draw the batches of steps ``0..n_steps-1`` (the sites in turn). Also returns the mean
     seconds spent drawing one batch (tile cutting, normalisation, captions, tokens) and the
-    sites used (:func:`aef_lite.train.load_sites` skips scenes smaller than the tile)."""
+    sites used (:func:`aef_lite.sampling.load_sites` skips scenes smaller than the tile)."""
     cfg = trainer.cfg
     sites = load_sites(cfg.sites, cfg.tile, cfg.frames_window_days)
     steps, start = [], time.perf_counter()

@@ -10,7 +10,8 @@ import torch
 import torch.multiprocessing as mp
 
 from aef_lite import AEFConfig, AEFModel
-from aef_lite.train import TrainConfig, train
+from aef_lite.config import TrainConfig
+from aef_lite.train import train
 
 
 def _free_port() -> int:

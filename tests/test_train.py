@@ -9,17 +9,10 @@ import pytest
 import torch
 
 from aef_lite import AEFConfig
-from aef_lite.train import (
-    TrainConfig,
-    load_checkpoint,
-    load_sites,
-    lr_at,
-    main,
-    models_from_checkpoint,
-    pretrained,
-    step_batch,
-    train,
-)
+from aef_lite.checkpoints import load_checkpoint, models_from_checkpoint
+from aef_lite.config import TrainConfig
+from aef_lite.sampling import load_sites, step_batch
+from aef_lite.train import lr_at, main, train
 
 
 def _cfg(tmp_path: Path | None, **overrides: object) -> TrainConfig:
@@ -116,22 +109,6 @@ def test_checkpoint_round_trip_and_errors(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_pretrained_trains_once_then_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = _cfg(None, steps=2)
-    model, tower, history = pretrained(AEFConfig.tiny(), cfg, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("aef-lite-*.pt"))) == 1 and len(history) == 2
-    assert not list(tmp_path.glob(".run-*")), "the temporary run folder is removed"
-
-    def no_training(*args: object, **kwargs: object) -> None:
-        raise AssertionError("pretrained() retrained instead of using its cache")
-
-    monkeypatch.setattr("aef_lite.train.train", no_training)
-    again, tower_again, history_again = pretrained(AEFConfig.tiny(), cfg, cache_dir=tmp_path)
-    _assert_same_state(model.state_dict(), again.state_dict())
-    _assert_same_state(tower.state_dict(), tower_again.state_dict())
-    assert history_again == history
-
-
 def test_main_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main(["--steps", "2", "--batch-size", "2", "--out", str(tmp_path), "--no-progress", "--ckpt-every", "1"])
     assert (tmp_path / "ckpt_000001.pt").exists() and (tmp_path / "ckpt_000002.pt").exists()
@@ -140,8 +117,6 @@ def test_main_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_samples_smaller_than_the_tile_are_skipped_with_a_warning() -> None:
-    from aef_lite.train import load_sites
-
     with pytest.warns(UserWarning, match="skipping landsat_colorado"):
         sites = load_sites(["landsat_colorado", "s2_virginia"], tile=64, window_days=365.0)
     assert [s.name for s in sites] == ["s2_virginia"]
