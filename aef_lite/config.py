@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from aef_lite.losses import LossWeights
+from aef_lite.support import MAX_FRAMES, SUPPORT_DAYS
 
 SITES = ("landsat_colorado", "s2_brandenburg", "s2_virginia")
 """The shipped samples the default recipe trains on."""
@@ -113,8 +114,8 @@ class TrainConfig:
     steps: int = 400
     batch_size: int = 8
     tile: int = 32
-    frames_window_days: float = 365.0
-    max_frames: int = 8
+    frames_window_days: float = SUPPORT_DAYS
+    max_frames: int = MAX_FRAMES
     lr: float = 1e-3
     warmup_fraction: float = 0.05
     weight_decay: float = 0.01

@@ -3,15 +3,21 @@
 The model sees ``L x L`` tiles (paper S2.4: L = 128 px = 1.28 km; the tiny config uses 32 px).
 A scene of any size is embedded by :func:`embed_scene`:
 
+* the scene is first padded by reflection (:func:`reflect_pad`) by ``overlap / 2`` px on every
+  side, and to at least one tile, so pixels at the scene's edges are not at a tile's zero-padded
+  border (this removed an edge artefact in the outer 2-3 columns) and scenes smaller than a
+  tile can be embedded; the padding is cropped off the result;
 * tiles of ``tile`` px step by ``tile - overlap`` (:func:`aef_lite.data.tile_grid`), the last row
-  and column flush with the scene edge, so the whole scene is covered;
-* each pixel is written exactly once, by the tile whose centre it is closest to along each axis:
-  between two neighbouring tiles the cut runs through the middle of their overlap, so every tile
-  drops ``overlap / 2`` px on its interior sides (more where the flush edge tile overlaps its
-  neighbour by more) and keeps them on the scene's outer sides. Seams from the tile borders,
-  where the 3x3 convolutions and attention see zero padding, are thus hidden;
-* tiles are embedded ``batch_size`` at a time and written into one preallocated float32
-  ``(64, H, W)`` array, so peak working memory is one batch of tiles, whatever the scene size.
+  and column flush with the padded scene's edge, so the whole scene is covered;
+* overlapping tiles are blended, not cut: each tile's vectors are weighted by a window that is 1
+  in its interior and falls linearly to near 0 over ``overlap`` px towards its borders
+  (:func:`blend_window`), summed, and renormalised to unit length. Hard cuts through the overlaps
+  left a seam every ``tile - overlap`` px, since a tile's operators see its border differently;
+* the frames each tile sees are those of :func:`aef_lite.support.support_of` the valid period,
+  at most :data:`aef_lite.support.MAX_FRAMES` per source, exactly as in training;
+* tiles are embedded ``batch_size`` at a time and accumulated into preallocated float32
+  ``(64, H, W)`` and ``(H, W)`` arrays, so peak working memory is one batch of tiles plus the
+  output, whatever the scene size.
 
 The field is exported as the released dataset stores it (paper S8.1, ``quantization.py``): 64 int8
 bands ``A00``..``A63`` per pixel, ``-128`` = no data, as ``.npz`` (numpy only) or GeoTIFF
@@ -23,15 +29,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from aef_lite.data import Batch, Sample, SourceBatch, annual_period, check_tile_size, cut_tile, make_batch, tile_grid
+from aef_lite.data import Batch, Sample, SourceBatch, annual_period, cut_tile, make_batch, tile_grid
 from aef_lite.model import AEFModel
 from aef_lite.quantization import NODATA, band_names, dequantize, quantize
+from aef_lite.support import MAX_FRAMES, support_of
 
 
 @dataclass
@@ -60,17 +67,37 @@ class EmbeddingField:
         return np.isfinite(self.emb).all(axis=0)
 
 
-def _check_tiling(tile: int, overlap: int, height: int, width: int) -> None:
-    check_tile_size(tile, height, width)
+def _check_tiling(tile: int, overlap: int) -> None:
+    if tile < 16 or tile % 16:
+        raise ValueError(f"tile must be a positive multiple of 16 px, got {tile}")
     if not 0 <= overlap < tile or overlap % 2:
         raise ValueError(f"overlap={overlap} must be even and satisfy 0 <= overlap < tile ({tile}): "
                          "each tile gives up overlap / 2 px on its interior sides")
 
 
-def _cuts(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
-    """Per tile start along one axis, the [lo, hi) range it writes: cuts in the middle of overlaps."""
-    mids = [(nxt + cur + tile) // 2 for cur, nxt in zip(starts[:-1], starts[1:], strict=True)]
-    return list(zip([0, *mids], [*mids, length], strict=True))
+def blend_window(tile: int, overlap: int) -> np.ndarray:
+    """``(tile,)`` float32 weights along one axis: 1 inside, a linear ramp over the ``overlap`` px
+    next to each border, never 0 (so every pixel of a lone tile keeps its vector)."""
+    d = np.minimum(np.arange(tile) + 0.5, tile - 0.5 - np.arange(tile))  # distance to the border
+    return np.clip(d / max(overlap, 1), 1.0 / (2 * max(overlap, 1)), 1.0).astype(np.float32)
+
+
+def reflect_pad(sample: Sample, margin: int, min_size: int) -> tuple[Sample, int, int]:
+    """Pad every source (values and masks) by reflection: ``margin`` px on each side, more at the
+    bottom / right if needed to reach ``min_size``. Returns the padded sample and the (top, left)
+    offset of the original pixels. Labels are dropped (not needed for embedding)."""
+    extra_h = max(0, min_size - (sample.height + 2 * margin))
+    extra_w = max(0, min_size - (sample.width + 2 * margin))
+    pads = ((margin, margin + extra_h), (margin, margin + extra_w))
+    mode = "reflect" if min(sample.height, sample.width) > max(margin + max(extra_h, extra_w), 1) else "symmetric"
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        return np.pad(a, [(0, 0)] * (a.ndim - 2) + list(pads), mode=mode)
+
+    sources = {k: replace(s, values=pad(s.values), mask=pad(s.mask)) for k, s in sample.sources.items()}
+    a, b, c, d, e, f = sample.transform
+    transform = [a, b, c - a * margin - b * margin, d, e, f - d * margin - e * margin]
+    return replace(sample, sources=sources, labels={}, transform=transform), margin, margin
 
 
 def _has_valid_pixel(tile: Sample) -> bool:
@@ -85,52 +112,59 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 
 def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overlap: int = 16,
                 period: tuple[float, float] | np.ndarray | None = None, batch_size: int = 8,
-                max_frames: int | None = None) -> EmbeddingField:
+                max_frames: int | None = MAX_FRAMES) -> EmbeddingField:
     """Embed a whole scene with overlapping tiles (see the module docstring).
 
     Args:
         model: a trained (or untrained) :class:`AEFModel`; only :meth:`AEFModel.embed` is used,
             which is deterministic (vMF mean direction, paper S2.2.3). Batches are moved to the
             device of its parameters; the field is gathered on the CPU.
-        sample: the scene, H x W px, any size >= ``tile``.
+        sample: the scene, H x W px, any size (smaller than a tile too).
         tile: tile side in px, a multiple of 16; default ``model.config.tile_size``.
         overlap: even number of px shared by neighbouring tiles (0 <= overlap < tile).
         period: valid period [t_s, t_e) in days since ``TIME_ORIGIN``; default
-            [first day, last day + 1) of the whole sample, the same for every tile.
+            :func:`aef_lite.data.annual_period` (the calendar year of the median date), the same
+            for every tile. The tiles see the frames of its support window (module docstring).
         batch_size: tiles per forward pass (bounds peak memory).
         max_frames: keep at most this many evenly spread frames per source
-            (:func:`aef_lite.data.make_batch`).
+            (:func:`aef_lite.data.make_batch`); default as in training.
 
     Returns:
         :class:`EmbeddingField` with ``emb`` (64, H, W) float32, unit norm per pixel. Tiles with
         no valid input pixel in any source are not embedded; their pixels are NaN.
 
     Raises:
-        ValueError: tile not a positive multiple of 16 or larger than the scene; overlap odd,
-            negative or >= tile; batch_size < 1.
+        ValueError: tile not a positive multiple of 16; overlap odd, negative or >= tile;
+            batch_size < 1.
     """
     tile = model.config.tile_size if tile is None else int(tile)
     height, width = sample.height, sample.width
-    _check_tiling(tile, overlap, height, width)
+    _check_tiling(tile, overlap)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     span = annual_period(sample) if period is None else np.asarray(period, dtype=np.float64)
-    corners = tile_grid(height, width, tile, overlap)
-    row_starts, col_starts = sorted({r for r, _ in corners}), sorted({c for _, c in corners})
-    row_cut = dict(zip(row_starts, _cuts(row_starts, tile, height), strict=True))
-    col_cut = dict(zip(col_starts, _cuts(col_starts, tile, width), strict=True))
+    scene = support_of(sample, span)
+    padded, top, left = reflect_pad(scene, overlap // 2, tile)
+    window = blend_window(tile, overlap)
+    weight_tile = window[:, None] * window[None, :]  # (tile, tile)
 
     device = next(model.parameters()).device
-    out = np.full((model.config.embed_dim, height, width), np.nan, dtype=np.float32)
-    todo = [(r, c) for r, c in corners if _has_valid_pixel(cut_tile(sample, r, c, tile))]
+    acc = np.zeros((model.config.embed_dim, padded.height, padded.width), dtype=np.float32)
+    weight = np.zeros((padded.height, padded.width), dtype=np.float32)
+    corners = tile_grid(padded.height, padded.width, tile, overlap)
+    todo = [(r, c) for r, c in corners if _has_valid_pixel(cut_tile(padded, r, c, tile))]
     for i in range(0, len(todo), batch_size):
         chunk = todo[i:i + batch_size]
-        batch = _to_device(make_batch([cut_tile(sample, r, c, tile) for r, c in chunk], period=span,
+        batch = _to_device(make_batch([cut_tile(padded, r, c, tile) for r, c in chunk], period=span,
                                       max_frames=max_frames), device)
         emb = model.embed(batch).to(torch.float32).cpu().numpy()  # (b, E, tile, tile)
         for (r, c), e in zip(chunk, emb, strict=True):
-            (r0, r1), (c0, c1) = row_cut[r], col_cut[c]
-            out[:, r0:r1, c0:c1] = e[:, r0 - r:r1 - r, c0 - c:c1 - c]
+            acc[:, r:r + tile, c:c + tile] += e * weight_tile
+            weight[r:r + tile, c:c + tile] += weight_tile
+    out = acc[:, top:top + height, left:left + width]
+    covered = weight[top:top + height, left:left + width] > 0
+    norm = np.linalg.norm(out, axis=0)
+    out = np.where(covered & (norm > 0), out / np.maximum(norm, 1e-12), np.nan).astype(np.float32)
     return EmbeddingField(emb=out, period=span, crs=sample.crs, transform=list(sample.transform),
                           pixel_size_m=float(sample.pixel_size_m), name=sample.name)
 

@@ -151,6 +151,35 @@ def spatial_split(label_ids: np.ndarray, n_per_class: int, seed: int, block: int
                         train_region=train_region, test_region=test_region, classes=kept)
 
 
+def random_split(label_ids: np.ndarray, n_per_class: int, seed: int, max_test: int | None = None) -> SpatialSplit:
+    """A split with no spatial separation: ``n_per_class`` random training pixels per class, every
+    other labelled pixel (or ``max_test`` of them) for testing. Neighbours of training pixels are
+    then in the test set, so this measures in-distribution transfer; compare with
+    :func:`spatial_split`. Classes with fewer than ``n_per_class + 1`` pixels are dropped."""
+    ids = np.asarray(label_ids)
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer) or n_per_class < 1:
+        raise ValueError(f"need (H, W) integer label_ids and n_per_class >= 1, got {ids.shape}, {n_per_class}")
+    rng = np.random.default_rng(seed)
+    kept = np.array([k for k in np.unique(ids[ids > 0]) if np.count_nonzero(ids == k) > n_per_class])
+    if len(kept) < 2:
+        raise ValueError(f"fewer than 2 classes have more than {n_per_class} labelled pixels")
+    train_idx = np.concatenate([np.sort(rng.choice(np.flatnonzero(ids == k), n_per_class, replace=False))
+                                for k in kept])
+    test_mask = np.isin(ids, kept).ravel()
+    test_mask[train_idx] = False
+    test_idx = np.flatnonzero(test_mask)
+    if max_test is not None and len(test_idx) > max_test:
+        test_idx = np.sort(rng.choice(test_idx, max_test, replace=False))
+    as_rc = lambda flat: np.stack(np.unravel_index(flat, ids.shape), axis=1).astype(np.int64)
+    region = np.ones(ids.shape, dtype=bool)
+    return SpatialSplit(train_rc=as_rc(train_idx), train_y=ids.ravel()[train_idx], test_rc=as_rc(test_idx),
+                        test_y=ids.ravel()[test_idx], train_region=region, test_region=region, classes=kept)
+
+
+SPLITS = ("spatial", "random")
+"""Split kinds accepted by :func:`evaluate_features`."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Probes and metric
 # ----------------------------------------------------------------------------------------------
@@ -262,6 +291,29 @@ def raw_band_features(sample: Sample) -> FeatureMap:
     return np.concatenate(parts).astype(np.float32)
 
 
+def smoothed_features(raw: FeatureMap, sigma: float) -> FeatureMap:
+    """A feature map smoothed by a Gaussian of ``sigma`` px per channel: (D, H, W) -> (D, H, W).
+
+    The "raw bands smoothed over a few pixels" baseline: a strong, cheap competitor of learned
+    per-pixel embeddings, since it adds the spatial context an embedding model also sees.
+    Separable kernel truncated at 3 sigma, edges reflected; numpy only.
+    """
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0 px, got {sigma}")
+    radius = max(1, int(np.ceil(3 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    out = np.asarray(raw, dtype=np.float64)
+    for axis in (1, 2):
+        pad = [(0, 0)] * 3
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="reflect")
+        n = out.shape[axis]
+        out = sum(w * np.take(padded, np.arange(i, i + n), axis=axis) for i, w in enumerate(kernel))
+    return out.astype(np.float32)
+
+
 def pca_features(raw: FeatureMap, n_components: int) -> FeatureMap:
     """Project a feature map onto its first principal components (numpy SVD over its pixels).
 
@@ -316,10 +368,11 @@ def _predict(probe: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.nd
 def evaluate_features(features: Mapping[str, FeatureMap], labels: LabelMap,
                       n_per_class: Sequence[int] = (1, 10), seeds: Iterable[int] = range(5),
                       probes: Sequence[str] = PROBES, block: int = 64, gap: int = 16,
-                      max_test: int | None = None) -> list[dict]:
+                      max_test: int | None = None, split: str = "spatial") -> list[dict]:
     """Sparse-label transfer of several feature maps on one label map (paper S3-S6).
 
-    For every (n, seed) one :func:`spatial_split` is drawn and shared by all methods and probes,
+    For every (n, seed) one :func:`spatial_split` (or, with ``split="random"``,
+    :func:`random_split`) is drawn and shared by all methods and probes,
     so methods are compared on identical points. Probes: ``"knn1"``, ``"knn3"``
     (:func:`knn_predict`) and ``"linear"`` (:func:`linear_probe_predict`); a kNN probe with
     k > n is skipped (with one label per class a 3-NN vote always ties and reduces to 1-NN).
@@ -332,6 +385,8 @@ def evaluate_features(features: Mapping[str, FeatureMap], labels: LabelMap,
     bad = [p for p in probes if p not in PROBES]
     if bad:
         raise ValueError(f"unknown probes {bad}; choose from {PROBES}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
     for name, fmap in features.items():
         if fmap.ndim != 3 or fmap.shape[1:] != labels.ids.shape:
             raise ValueError(f"features {name!r} must be (D, {labels.ids.shape[0]}, {labels.ids.shape[1]}), "
@@ -339,18 +394,19 @@ def evaluate_features(features: Mapping[str, FeatureMap], labels: LabelMap,
     rows = []
     for n in n_per_class:
         for seed in seeds:
-            split = spatial_split(labels.ids, n, seed, block=block, gap=gap, max_test=max_test)
+            part = (spatial_split(labels.ids, n, seed, block=block, gap=gap, max_test=max_test)
+                    if split == "spatial" else random_split(labels.ids, n, seed, max_test=max_test))
             for name, fmap in features.items():
-                train_x = fmap[:, split.train_rc[:, 0], split.train_rc[:, 1]].T
-                test_x = fmap[:, split.test_rc[:, 0], split.test_rc[:, 1]].T
+                train_x = fmap[:, part.train_rc[:, 0], part.train_rc[:, 1]].T
+                test_x = fmap[:, part.test_rc[:, 0], part.test_rc[:, 1]].T
                 for probe in probes:
                     if probe.startswith("knn") and int(probe.removeprefix("knn")) > n:
                         continue  # k > labels per class: the vote ties and reduces to 1-NN
-                    pred = _predict(probe, train_x, split.train_y, test_x)
+                    pred = _predict(probe, train_x, part.train_y, test_x)
                     rows.append(dict(method=name, probe=probe, n_per_class=int(n), seed=int(seed),
-                                     balanced_accuracy=balanced_accuracy(split.test_y, pred),
-                                     n_classes=len(split.classes), n_train=len(split.train_y),
-                                     n_test=len(split.test_y)))
+                                     balanced_accuracy=balanced_accuracy(part.test_y, pred),
+                                     n_classes=len(part.classes), n_train=len(part.train_y),
+                                     n_test=len(part.test_y)))
     return rows
 
 

@@ -83,10 +83,18 @@ class AEFModel(nn.Module):
     def encode(self, batch: Batch) -> torch.Tensor:
         """Mean directions ``mu``: ``(B, E, L, L)``, unit norm along dim 1 (differentiable)."""
         check_batch(batch, self.config)
-        features, codes, valid = self.encoder(batch)
-        period_codes = self.encoder.codes(batch.period)  # (B, 2, 2P)
-        duration = (batch.period[:, 1] - batch.period[:, 0]).to(torch.float64)
-        raw = self.summary(features, codes, valid, period_codes, duration)
+        return self.summarise(self.encoder(batch), batch.period)
+
+    def summarise(self, encoded: tuple[torch.Tensor, torch.Tensor, torch.Tensor], period: torch.Tensor
+                  ) -> torch.Tensor:
+        """Unit ``mu (B, E, L, L)`` of the encoder output ``encoded`` (features, codes, valid; see
+        :class:`~aef_lite.stp.STPEncoder`) for valid periods ``period (B, 2)``.
+
+        The encoder runs once per input; each valid period costs one summary (paper S2.2.3: one
+        embedding per reconstructed source, each for its own summary period)."""
+        features, codes, valid = encoded
+        duration = (period[:, 1] - period[:, 0]).to(torch.float64)
+        raw = self.summary(features, codes, valid, self.encoder.codes(period), duration)
         return F.normalize(raw, dim=1)
 
     forward = encode

@@ -4,8 +4,10 @@ One optimisation step (:class:`AEFObjective`):
 
 1. hold out one target frame per source and row (or half of the patches of a single-date
    source) from the input (:func:`aef_lite.perturb.hold_out_targets`);
-2. the teacher encodes the rest: ``mu (B, 64, L, L)``; the decoders reconstruct the held-out
-   targets from a vMF sample of ``mu`` at the targets' instants (L1, S2.2.2);
+2. the teacher encodes the rest once; the row's valid period gives ``mu (B, 64, L, L)``, and
+   every reconstructed source gets its own summary period around its target
+   (:func:`summary_periods`) with its own embedding; the decoders reconstruct the held-out
+   targets from a vMF sample of that embedding at the targets' instants (L1, S2.2.2-S2.2.3);
 3. batch uniformity across the batch (S2.2.4);
 4. the student encodes a perturbed view (:func:`aef_lite.perturb.student_view`); consistency
    ``1 - u . u_s`` (S2.2.4);
@@ -32,7 +34,7 @@ from aef_lite.losses import (
     reconstruction_loss,
     total_loss,
 )
-from aef_lite.model import AEFModel
+from aef_lite.model import AEFModel, check_batch
 from aef_lite.perturb import hold_out_targets, student_view
 from aef_lite.sampling import VAL_STREAM, step_seed
 from aef_lite.text import TextTower
@@ -41,6 +43,32 @@ from aef_lite.text import TextTower
 def tile_means(mu: torch.Tensor) -> torch.Tensor:
     """Unit tile-mean embeddings: ``(B, E, L, L) -> (B, E)``."""
     return F.normalize(mu.mean(dim=(2, 3)), dim=-1)
+
+
+MIN_SUMMARY_DAYS, MAX_SUMMARY_DAYS = 8.0, 730.0
+"""Range of the random per-source summary periods (paper S2.2.3: longer than 4 days)."""
+
+P_ROW_PERIOD = 0.5
+"""Probability that a source's summary period is the row's own valid period (the kind of period
+embedded at inference) rather than a random one."""
+
+
+def summary_periods(target_days: torch.Tensor, row_period: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per-source summary periods ``(B, 2)`` around the targets' days ``(B,)`` (paper S2.2.3).
+
+    With probability :data:`P_ROW_PERIOD` a row keeps its valid period ``row_period (B, 2)``;
+    otherwise the length is log-uniform in [:data:`MIN_SUMMARY_DAYS`, :data:`MAX_SUMMARY_DAYS`]
+    and the target falls at a uniform position inside, so short (sub-annual) periods, periods
+    with no input inside them (interpolation) and beyond the inputs (extrapolation) are trained.
+    The paper gives no distribution; this one is our choice.
+    """
+    b = target_days.shape[0]
+    keep = torch.rand(b, generator=generator) < P_ROW_PERIOD
+    log_len = torch.rand(b, generator=generator, dtype=torch.float64)
+    length = torch.exp(math.log(MIN_SUMMARY_DAYS) + log_len * math.log(MAX_SUMMARY_DAYS / MIN_SUMMARY_DAYS))
+    start = target_days.cpu() - torch.rand(b, generator=generator, dtype=torch.float64) * length
+    random = torch.stack([start, start + length], dim=1).to(row_period.device)
+    return torch.where(keep.to(row_period.device)[:, None], row_period, random)
 
 
 class AEFObjective(nn.Module):
@@ -63,12 +91,16 @@ class AEFObjective(nn.Module):
     def forward(self, batch: Batch, tokens: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         model = self.model
         inputs, targets = hold_out_targets(batch, generator)
-        mu = F.normalize(model.encode(inputs).float(), dim=1)  # float32 unit vectors (also under bf16)
-        z = model.bottleneck(mu, generator=generator)
+        check_batch(inputs, model.config)
+        encoded = model.encoder(inputs)
+        mu = F.normalize(model.summarise(encoded, inputs.period).float(), dim=1)  # float32 (also under bf16)
         recon = {}
         for name, target in targets.items():
             if bool(target.mask.any()):
-                pred = model.decode(z, name, target.days, inputs.period).float()
+                period = summary_periods(target.days, inputs.period, generator)
+                mu_n = F.normalize(model.summarise(encoded, period).float(), dim=1)
+                z = model.bottleneck(mu_n, generator=generator)
+                pred = model.decode(z, name, target.days, period).float()
                 recon[name] = reconstruction_loss(pred, target.values, target.mask, self.weights.source_weight(name))
         losses = {f"recon_{n}": v for n, v in recon.items()}
         losses["reconstruction"] = torch.stack(list(recon.values())).mean() if recon else mu.sum() * 0.0
@@ -85,20 +117,41 @@ class AEFObjective(nn.Module):
         return losses
 
 
+def tile_mean_prediction(inputs: Batch, name: str) -> torch.Tensor:
+    """The naive in-painting baseline: each row's per-band mean of the valid input pixels of
+    source ``name`` (every input frame), broadcast to the tile: ``(B, C, L, L)`` (0, the
+    normalised mean, for a row without valid input)."""
+    src = inputs.sources[name]
+    m = src.mask.unsqueeze(2).to(src.values.dtype)  # (B, T, 1, L, L)
+    total = (torch.where(m > 0, src.values, 0.0)).sum(dim=(1, 3, 4))  # (B, C)
+    mean = total / m.sum(dim=(1, 3, 4)).clamp_min(1)
+    return mean[:, :, None, None].expand(-1, -1, *src.values.shape[-2:])
+
+
 @torch.no_grad()
-def validation_loss(model: AEFModel, batches: Sequence[Batch], seed: int) -> float:
-    """Mean L1 reconstruction loss on held-out targets of fixed validation batches (eval mode:
-    decoders read ``mu``; hold-out drawn from a fixed generator)."""
+def held_out_errors(model: AEFModel, batches: Sequence[Batch], seed: int) -> dict[str, float]:
+    """Mean L1 (normalised units) on the pixels hidden from the input, over fixed validation
+    batches: ``{"model": ..., "tile_mean": ...}`` for the decoded reconstruction (eval mode:
+    decoders read ``mu`` of the row's valid period) and for :func:`tile_mean_prediction`.
+    The hold-out is drawn from a generator fixed by ``seed``."""
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(step_seed(seed, VAL_STREAM))
-    values = []
+    errors: dict[str, list[float]] = {"model": [], "tile_mean": []}
     for batch in batches:
         inputs, targets = hold_out_targets(batch, gen)
         mu = model.embed(inputs).float()
         for name, t in targets.items():
-            if bool(t.mask.any()):
+            if bool(t.hidden.any()):
                 pred = model.decode(mu, name, t.days, inputs.period).float()
-                values.append(float(reconstruction_loss(pred, t.values, t.mask)))
+                errors["model"].append(float(reconstruction_loss(pred, t.values, t.hidden)))
+                errors["tile_mean"].append(float(reconstruction_loss(tile_mean_prediction(inputs, name), t.values,
+                                                                     t.hidden)))
     model.train(was_training)
-    return float(np.mean(values)) if values else math.nan
+    return {k: float(np.mean(v)) if v else math.nan for k, v in errors.items()}
+
+
+def validation_loss(model: AEFModel, batches: Sequence[Batch], seed: int) -> float:
+    """Mean L1 reconstruction loss on the held-out (hidden) pixels of fixed validation batches
+    (see :func:`held_out_errors`)."""
+    return held_out_errors(model, batches, seed)["model"]

@@ -32,12 +32,15 @@ class HeldOutTarget:
 
     days:   (B,) float64 acquisition day of the target frame.
     values: (B, C, L, L) float32 its normalised bands.
-    mask:   (B, L, L) bool, True where the loss is computed (valid and hidden from the input).
+    mask:   (B, L, L) bool, True where the loss is computed (valid pixels of the target frame).
+    hidden: (B, L, L) bool, the part of ``mask`` hidden from the input (the held-out pixels; all
+            of ``mask`` when the whole frame is held out).
     """
 
     days: torch.Tensor
     values: torch.Tensor
     mask: torch.Tensor
+    hidden: torch.Tensor
 
 
 def _with_masks(batch: Batch, masks: dict[str, torch.Tensor]) -> Batch:
@@ -106,7 +109,8 @@ def hold_out_targets(batch: Batch, generator: torch.Generator) -> tuple[Batch, d
         mask[rows, pick] = target_mask & ~held
         masks[name] = mask
         days = torch.where(frame_valid.any(dim=1), src.days[rows, pick], batch.period[:, 0])
-        targets[name] = HeldOutTarget(days=days, values=src.values[rows, pick], mask=held)
+        loss_mask = torch.where(multi[:, None, None], held, target_mask)  # single date: every valid pixel
+        targets[name] = HeldOutTarget(days=days, values=src.values[rows, pick], mask=loss_mask, hidden=held)
     return _with_masks(batch, masks), targets
 
 
@@ -140,8 +144,12 @@ def student_view(
     The valid period stays that of the teacher: the student must summarise the *same* period
     from less data, so dropping the last (first) six months turns the task into extrapolation
     forwards (backwards) in time, and the consistency loss teaches the summary to fill gaps.
-    A row left with no valid input falls back to the teacher's view (for a single-date source
-    this happens often: the student then equals the teacher and the row adds no signal).
+    A source left with a single valid frame in a row (a single-date Sentinel-2 row, always)
+    also loses about half of that frame's valid 8 x 8 patches, so the student differs from the
+    teacher on every row: its holes must be embedded like the teacher embeds the visible pixels
+    (our choice: frame drops alone left single-date rows, two thirds of the steps, with a student
+    identical to the teacher and a consistency loss of exactly 0). A row left with no valid
+    input falls back to the teacher's view.
 
     Args:
         batch: the teacher's input (already without held-out targets).
@@ -184,4 +192,14 @@ def student_view(
     empty = ~torch.stack([m.flatten(1).any(dim=1) for m in masks.values()]).any(dim=0)  # (B,)
     for name in names:
         masks[name] = torch.where(empty[:, None, None, None], batch.sources[name].mask, masks[name])
+    for name in names:  # a single-date row cannot lose frames: it loses half of its patches instead
+        mask = masks[name]
+        single = mask.flatten(2).any(dim=2).sum(dim=1) == 1  # (B,)
+        if bool(single.any()):
+            frame = mask.flatten(2).any(dim=2).float().argmax(dim=1)  # (B,) index of the valid frame
+            rows = torch.arange(mask.shape[0], device=mask.device)
+            dropped = _patch_holdout(mask[rows, frame], generator)
+            mask = mask.clone()
+            mask[rows, frame] &= ~(dropped & single[:, None, None])
+            masks[name] = mask
     return _with_masks(batch, masks)

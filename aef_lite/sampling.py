@@ -1,8 +1,9 @@
 """Training data: sites, their train/validation split, and the batch of every step.
 
 Data order is a pure function of ``(seed, step, rank)``: the batch of step k on rank r comes
-from a generator seeded with those numbers, cycling over the sites (one site per batch because
-their sources differ). So a run resumed from a checkpoint is bit-identical to an uninterrupted
+from a generator seeded with those numbers, cycling over the sites; the rows of a batch come
+from every scene with the same sources (the two Sentinel-2 scenes mix; the Landsat series has
+other sources and batches of its own). So a run resumed from a checkpoint is bit-identical to an uninterrupted
 one, and DDP ranks see different data. Validation uses held-out parts of every scene: the
 northern quarter of each single-date Sentinel-2 scene (a spatial block) and the last 365 days
 of the Landsat series (a temporal block; its 61 x 61 px grid is too small to split in space).
@@ -18,7 +19,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from aef_lite.config import TrainConfig
-from aef_lite.data import Batch, Sample, SourceSeries, cut_tile, load_sample, make_batch
+from aef_lite.data import Batch, Sample, cut_tile, load_sample, make_batch
+from aef_lite.support import frames_in, support_of
 from aef_lite.text import caption_for_tile
 
 VAL_STREAM = 1_000_003
@@ -44,14 +46,8 @@ def _crop_rows(sample: Sample, start: int, stop: int) -> Sample:
     return replace(sample, sources=sources, labels=labels, transform=[a, b, c + b * start, d, e, f + e * start])
 
 
-def _frames_in(series: SourceSeries, start: float, end: float) -> SourceSeries:
-    """The frames with ``start <= day < end`` (possibly none)."""
-    keep = (series.days >= start) & (series.days < end)
-    return replace(series, values=series.values[keep], days=series.days[keep], mask=series.mask[keep])
-
-
 def _with_frames(sample: Sample, start: float, end: float) -> Sample:
-    return replace(sample, sources={k: _frames_in(s, start, end) for k, s in sample.sources.items()})
+    return replace(sample, sources={k: frames_in(s, start, end) for k, s in sample.sources.items()})
 
 
 def split_site(sample: Sample, tile: int, window_days: float) -> Site:
@@ -89,32 +85,42 @@ def _has_valid(tile: Sample) -> bool:
     return any(bool(s.mask.any()) for s in tile.sources.values())
 
 
-def draw_batch(sample: Sample, rng: np.random.Generator, cfg: TrainConfig) -> tuple[Batch, list[str]]:
-    """``cfg.batch_size`` random tiles of ``sample`` with their captions.
+def draw_batch(samples: Sample | Sequence[Sample], rng: np.random.Generator, cfg: TrainConfig
+               ) -> tuple[Batch, list[str]]:
+    """``cfg.batch_size`` random tiles of ``samples`` (one scene, or several with the same sources,
+    each row drawn from a random one of them) with their captions.
 
     Each row: a random ``cfg.tile`` px crop and a valid period of ``cfg.frames_window_days``
     whole days, placed inside the time span for long series and around the date(s) for short
     ones (so a single-date row sees its frame anywhere in the period); only the frames inside
     the period are kept. Rows without any valid pixel are redrawn (up to 50 times).
     """
+    pool = [samples] if isinstance(samples, Sample) else list(samples)
+    if len({tuple(s.sources) for s in pool}) != 1:
+        raise ValueError(f"the scenes of one batch need the same sources, got {[list(s.sources) for s in pool]}")
+    tiles, periods = [], []
+    for _ in range(cfg.batch_size):
+        sample = pool[int(rng.integers(len(pool)))] if len(pool) > 1 else pool[0]
+        tile, period = _draw_row(sample, rng, cfg)
+        tiles.append(tile)
+        periods.append(period)
+    batch = make_batch(tiles, period=np.array(periods), max_frames=cfg.max_frames)
+    return batch, [caption_for_tile(t, p) for t, p in zip(tiles, periods, strict=True)]
+
+
+def _draw_row(sample: Sample, rng: np.random.Generator, cfg: TrainConfig) -> tuple[Sample, tuple[float, float]]:
+    """One random tile of ``sample`` with its frames inside a random valid period, and the period."""
     days = np.concatenate([s.days for s in sample.sources.values()])
     first, end, window = float(days.min()), float(days.max()) + 1.0, cfg.frames_window_days
     lo, hi = sorted((first, end - window))
-    tiles, periods = [], []
-    for _ in range(cfg.batch_size):
-        for _attempt in range(50):
-            r = int(rng.integers(0, sample.height - cfg.tile + 1))
-            c = int(rng.integers(0, sample.width - cfg.tile + 1))
-            t0 = lo + float(rng.integers(0, int(hi - lo) + 1))
-            tile = _with_frames(cut_tile(sample, r, c, cfg.tile), t0, t0 + window)
-            if _has_valid(tile):
-                break
-        else:
-            raise ValueError(f"{sample.name}: found no tile with a valid pixel in 50 draws")
-        tiles.append(tile)
-        periods.append((t0, t0 + window))
-    batch = make_batch(tiles, period=np.array(periods), max_frames=cfg.max_frames)
-    return batch, [caption_for_tile(t, p) for t, p in zip(tiles, periods, strict=True)]
+    for _attempt in range(50):
+        r = int(rng.integers(0, sample.height - cfg.tile + 1))
+        c = int(rng.integers(0, sample.width - cfg.tile + 1))
+        t0 = lo + float(rng.integers(0, int(hi - lo) + 1))
+        tile = support_of(cut_tile(sample, r, c, cfg.tile), (t0, t0 + window))
+        if _has_valid(tile):
+            return tile, (t0, t0 + window)
+    raise ValueError(f"{sample.name}: found no tile with a valid pixel in 50 draws")
 
 
 def step_seed(*numbers: int) -> int:
@@ -126,8 +132,10 @@ def step_batch(sites: Sequence[Site], cfg: TrainConfig, step: int, rank: int = 0
                world_size: int = 1) -> tuple[Batch, list[str]]:
     """The training batch of ``step`` on ``rank``: a pure function of ``(seed, step, rank)``.
 
-    Sites cycle over ``step * world_size + rank``, so in one step the ranks see different sites
-    (when there are several) and, always, different tiles.
+    Sites cycle over ``step * world_size + rank``; the batch of a site mixes rows of every site
+    with the same sources (the two Sentinel-2 scenes), so batch uniformity compares pixels of
+    different scenes, not only of one. In one step the ranks see different tiles.
     """
     site = sites[(step * world_size + rank) % len(sites)]
-    return draw_batch(site.train, np.random.default_rng(step_seed(cfg.seed, step, rank)), cfg)
+    group = [s.train for s in sites if list(s.train.sources) == list(site.train.sources)]
+    return draw_batch(group, np.random.default_rng(step_seed(cfg.seed, step, rank)), cfg)

@@ -13,17 +13,19 @@ Data flow for a batch with sources ``{name: (B, T_n, C_n, L, L)}``:
    the T frames of every 1/2 L cell, then learned upsampling to L and a projection to the
    64-d mean direction ``mu`` on S^63.
 
-Masks: invalid pixels are zeroed and flagged by the mask channel; a frame that is invalid on a
-whole cell is excluded as a key in time attention and in the summary. Operators act per frame
-elsewhere, so a fully masked frame has no influence at all on the output.
-
-A cell that no frame observed (cloudy in every frame, or a spatial hold-out hole of a single-date
-source during training) pools nothing: its summary is the valid-period query alone, and its
-embedding gets spatial context only through the final upsampling's 3x3 convolution. We tried
-pooling every partly valid frame at such cells (their states carry spatial context from the
-operators): in-painting became learnable, but the visible pixels' embeddings lost spectral
-detail and sparse-label accuracy fell (s2_brandenburg water_land, kNN-1 with 10 labels per
-class: 1.00 -> 0.56 after the default 400-step run), so the simpler rule stays.
+Masks: invalid pixels (clouds, no data, held-out patches) are zeroed and flagged by the mask
+channel of the input projector, so their values never enter. A frame with no valid pixel in
+the tile (padding, a dropped or held-out frame) is excluded as a key from time attention and
+from the summary everywhere, and operators act per frame elsewhere, so such a frame has no
+influence at all on the output. A frame that is valid somewhere in the tile takes part at every
+cell: where it saw nothing (a cloud, a held-out patch) its state holds only what the space and
+precision operators brought from the neighbourhood. So a hole is embedded from its spatial
+context by the same operators that embed visible pixels, which is what makes spatial in-painting
+of single-date sources learnable and trains the function used at inference (our choice; the
+paper masks nothing at the input and uses validity masks only in the loss). The first design
+excluded a frame at every cell it did not observe: a hole then pooled nothing, its embedding was
+the valid-period query alone, and about 80% of the in-painting loss pixels did not depend on
+any input value.
 """
 
 from __future__ import annotations
@@ -97,19 +99,21 @@ class STPEncoder(nn.Module):
         return timecode(days, torch.tensor(self.periods, dtype=torch.float64, device=days.device))
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns ``features (B, T, D_P, L/2, L/2)``, ``codes (B, T, 2P)``, ``valid (B, T, L/2, L/2)``."""
+        """Returns ``features (B, T, D_P, L/2, L/2)``, ``codes (B, T, 2P)``, ``valid (B, T, L/2, L/2)``
+        (the frame-level validity broadcast to the cells, see the module docstring)."""
         names = [n for n in self.projectors if n in batch.sources]  # fixed order
         srcs = [batch.sources[n] for n in names]
         p = torch.cat([self.projectors[n](s.values, s.mask) for n, s in zip(names, srcs, strict=True)], dim=1)
         days = torch.cat([s.days for s in srcs], dim=1)
         mask = torch.cat([s.mask for s in srcs], dim=1)
         codes = self.codes(days)
-        valid_t = downsample_mask(mask, 8)
+        frame_valid = mask.flatten(2).any(dim=2)  # (B, T): the frame saw something in the tile
+        h = mask.shape[-1]
         t, s = _per_frame(self.init_t, p), _per_frame(self.init_s, p)
         for block in self.blocks:
-            p, t, s = block(p, t, s, codes, valid_t)
+            p, t, s = block(p, t, s, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 8, h // 8))
         p = p + _per_frame(self.final_t, t) + _per_frame(self.final_s, s)
-        return p, codes, downsample_mask(mask, 2)
+        return p, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 2, h // 2)
 
 
 class SummaryPooling(nn.Module):
@@ -120,8 +124,8 @@ class SummaryPooling(nn.Module):
 
     The query is an MLP of ``[timecode(t_s), timecode(t_e), log(1 + duration / 1 year)]``, so a
     period with no input frames inside it (interpolation) or beyond the inputs (extrapolation)
-    still gets a well-defined summary. The query is also added to the pooled value, so a cell
-    with no valid frame at all still knows which period it summarises.
+    still gets a well-defined summary. The query is also added to the pooled value, so the
+    embedding always knows which period it summarises.
     """
 
     def __init__(self, dim: int, heads: int, code_dim: int, embed_dim: int) -> None:
@@ -132,14 +136,13 @@ class SummaryPooling(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.to_q, self.to_k, self.to_v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
-        self.upsample = nn.Sequential(  # learned upsampling 1/2 L -> L, then the 64-d head
-            nn.ConvTranspose2d(dim, dim, 2, stride=2, groups=dim),
+        self.upsample = nn.Sequential(  # learned upsampling 1/2 L -> L (bilinear, then a 3x3 conv), 64-d head
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
             ChannelNorm(dim),
             nn.Conv2d(dim, dim, 3, padding=1),
             nn.GELU(),
             nn.Conv2d(dim, embed_dim, 1),
         )
-        nn.init.ones_(self.upsample[0].weight)  # nearest-neighbour at init (no checkerboard)
 
     def forward(
         self,
