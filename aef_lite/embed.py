@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ import torch
 from aef_lite.data import Batch, Sample, SourceBatch, annual_period, check_tile_size, cut_tile, make_batch, tile_grid
 from aef_lite.model import AEFModel
 from aef_lite.quantization import NODATA, band_names, dequantize, quantize
+
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray
 
 
 @dataclass
@@ -58,6 +62,18 @@ class EmbeddingField:
     def valid(self) -> np.ndarray:
         """(H, W) bool, True where the pixel holds an embedding."""
         return np.isfinite(self.emb).all(axis=0)
+
+    def to_xarray(self) -> xarray.DataArray:
+        """The field as an ``xarray.DataArray`` (band, y, x) with its CRS; see :func:`aef_lite.geoio.to_xarray`."""
+        from aef_lite.geoio import to_xarray
+
+        return to_xarray(self)
+
+    def save_cog(self, path: str | os.PathLike[str]) -> Path:
+        """Write a Cloud-Optimized GeoTIFF (int8, ``A00``..``A63``); see :func:`aef_lite.geoio.save_cog`."""
+        from aef_lite.geoio import save_cog
+
+        return save_cog(self, path)
 
 
 def _check_tiling(tile: int, overlap: int, height: int, width: int) -> None:
