@@ -171,3 +171,20 @@ def test_cog_problems_flags_overviews_appended_after_the_data(field: EmbeddingFi
         dst.build_overviews([2], Resampling.nearest)
     problems = geoio.cog_problems(path)
     assert any("IFD lies after image data" in p for p in problems), problems
+
+
+def test_torchgeo_google_satellite_embedding_reads_both_layouts(field: EmbeddingField, tmp_path: Path) -> None:
+    """torchgeo's dataset class for the release (torchgeo >= 0.9) reads our COG and the bottom-up layout
+    the same, north-up. Runs only where torchgeo imports; it reads the int8 codes as float32."""
+    datasets = pytest.importorskip("torchgeo.datasets")
+    dataset_class = getattr(datasets, "GoogleSatelliteEmbedding", None)
+    if dataset_class is None:
+        pytest.skip("this torchgeo has no GoogleSatelliteEmbedding (added in torchgeo 0.9)")
+    expected = geoio.field_codes(field)[:, 100:164, 130:194].astype(np.float32)  # rows 100..163, cols 130..193
+    x0, x1 = 400_000.0 + 1300.0, 400_000.0 + 1940.0
+    y0, y1 = 5_800_000.0 - 1640.0, 5_800_000.0 - 1000.0
+    for name, writer in (("ours", geoio.save_cog), ("release", geoio.save_release_layout)):
+        writer(field, tmp_path / name / "2020" / "33N" / "tile.tiff")  # the bucket's year / zone folders
+        dataset = dataset_class(paths=str(tmp_path / name), res=10.0)
+        image = dataset[x0:x1, y0:y1]["image"].numpy()
+        np.testing.assert_array_equal(image, expected, err_msg=name)
