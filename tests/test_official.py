@@ -22,8 +22,7 @@ from aef_lite.quantization import NODATA, dequantize
 
 rasterio = pytest.importorskip("rasterio")
 from rasterio.warp import transform_bounds  # noqa: E402
-
-from tests.test_geoio import TRANSFORM, make_field  # noqa: E402
+from test_geoio import TRANSFORM, make_field  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 @pytest.fixture(scope="module")
