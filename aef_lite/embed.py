@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,6 +40,9 @@ from aef_lite.data import Batch, Sample, SourceBatch, annual_period, cut_tile, m
 from aef_lite.model import AEFModel
 from aef_lite.quantization import NODATA, band_names, dequantize, quantize
 from aef_lite.support import MAX_FRAMES, support_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray
 
 
 @dataclass
@@ -65,6 +69,18 @@ class EmbeddingField:
     def valid(self) -> np.ndarray:
         """(H, W) bool, True where the pixel holds an embedding."""
         return np.isfinite(self.emb).all(axis=0)
+
+    def to_xarray(self) -> xarray.DataArray:
+        """The field as an ``xarray.DataArray`` (band, y, x) with its CRS; see :func:`aef_lite.geoio.to_xarray`."""
+        from aef_lite.geoio import to_xarray
+
+        return to_xarray(self)
+
+    def save_cog(self, path: str | os.PathLike[str]) -> Path:
+        """Write a Cloud-Optimized GeoTIFF (int8, ``A00``..``A63``); see :func:`aef_lite.geoio.save_cog`."""
+        from aef_lite.geoio import save_cog
+
+        return save_cog(self, path)
 
 
 def _check_tiling(tile: int, overlap: int) -> None:

@@ -24,7 +24,8 @@ def test_version_is_semver() -> None:
 
 def test_environment_yml_matches_pyproject() -> None:
     project = _pyproject()["project"]
-    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    wanted = set(project["dependencies"]) | set(extras["dev"]) | set(extras["geo"])  # geo: the GIS tests run too
     env_lines = (ROOT / "environment.yml").read_text().splitlines()
     pip_reqs = {line.strip()[2:] for line in env_lines if line.strip().startswith("- ") and ">=" in line}
     assert pip_reqs == wanted, f"only in pyproject: {wanted - pip_reqs}; only in environment.yml: {pip_reqs - wanted}"
