@@ -1,10 +1,10 @@
-"""Run every benchmark: training speed, inference scale, embedding quality, compactness.
+"""Run every benchmark: training speed, inference scale, embedding quality, compactness, continuous time.
 
 ``python benchmarks/run_all.py`` gives the figures quoted in ``benchmarks/README.md`` (about
 5-10 minutes on 2 cores, plus ~1.5 minutes the first time, to train and cache the model that
-``quality.py`` evaluates); ``--quick`` is a smoke test of all four scripts (under a minute on a
-quiet machine); ``--json PATH`` also writes every returned number to ``PATH``.
-"""
+``quality.py`` and ``continuous_time.py`` evaluate); ``--quick`` is a smoke test of all five
+scripts (about a minute on a quiet machine); ``--json PATH`` also writes every returned number
+to ``PATH``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import compactness
+import continuous_time
 import inference_scale
 import quality
 import train_speed
@@ -23,6 +24,7 @@ BENCHMARKS = {
     "inference_scale": inference_scale.main,
     "quality": quality.main,
     "compactness": compactness.main,
+    "continuous_time": continuous_time.main,
 }
 
 

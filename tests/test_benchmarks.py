@@ -6,11 +6,17 @@ on timings: the development machine is shared and its speed varies from minute t
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
+
+from aef_lite import AEFConfig, AEFModel
+from aef_lite.data import Sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +36,7 @@ def test_run_all_quick(tmp_path: Path) -> None:
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
-    assert set(res) == {"seconds", "train_speed", "inference_scale", "quality", "compactness"}
+    assert set(res) == {"seconds", "train_speed", "inference_scale", "quality", "compactness", "continuous_time"}
     assert all(math.isfinite(x) for x in _numbers(res))
 
     for config in ("tiny", "small"):
@@ -56,3 +62,33 @@ def test_run_all_quick(tmp_path: Path) -> None:
     compact = res["compactness"]
     assert compact["embedding_bytes_per_px"] == 64
     assert all(r["ratio_per_pixel"] > 0 and r["ratio_per_area"] > 0 for r in compact["rows"])
+
+    cont = res["continuous_time"]
+    assert set(cont["goals"]) == {"interpolation_beats_nearest", "interpolation_beats_linear",
+                                  "extrapolation_beats_carry", "seasons_distinct", "seasons_decode_own"}
+
+
+def test_continuous_time_measure_on_an_untrained_model(samples: dict[str, Sample], capsys, monkeypatch) -> None:
+    """The core of ``benchmarks/continuous_time.py`` in its quickest setting: report structure and numbers."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    bench = importlib.import_module("continuous_time")
+    torch.manual_seed(0)
+    model = AEFModel(AEFConfig.tiny()).eval()
+    res = bench.measure(model, samples["landsat_colorado"], seeds=1, per_case=1, change_pairs=1, season_years=2)
+    printed = capsys.readouterr().out
+    assert printed.count("GOAL ") == 5 and printed.count("STRETCH ") == 3
+    assert all(line.split(": ", 1)[1].startswith(("met (", "not met (")) for line in printed.splitlines()
+               if line.startswith(("GOAL ", "STRETCH ")))
+    for setting, baselines in (("interpolation", {"nearest", "linear", "harmonic"}),
+                               ("extrapolation", {"carry", "harmonic"})):
+        summary = res[setting]["all"]
+        assert summary["n_targets"] >= 1 and set(summary["ratio"]) == baselines
+        assert all(math.isfinite(v["mean"]) and v["mean"] > 0 for v in summary["mae"].values())
+        assert all(math.isfinite(r) and r > 0 for r in summary["ratio"].values())
+    assert set(res["interpolation"]["by_gap"]) == {"0", "60", "120"}
+    seasons = res["seasons"]
+    assert 0 <= seasons["d_same_season"] <= 2 and 0 <= seasons["d_cross_season"] <= 2
+    assert all(d["n"] >= 1 and math.isfinite(d["own"]) for d in seasons["decode"].values())
+    (change,) = res["change"].values()
+    assert -1 <= change["spearman"] <= 1 and 0 <= change["auc"] <= 1 and change["n_pixels"] > 0
+    assert all(isinstance(v, bool) for v in res["goals"].values())
