@@ -25,8 +25,8 @@ from aef_lite.embed import EmbeddingField, embed_scene, save_field, save_geotiff
 from aef_lite.evaluate import evaluate_features, format_table, standard_features, summarise
 from aef_lite.hub import load_pretrained
 from aef_lite.model import AEFModel
-from aef_lite.pretrained import pretrained
 from aef_lite.repro import seed_everything
+from aef_lite.shipped import pretrained
 from aef_lite.text import TextTower, encode_text, text_query_auc
 from aef_lite.train import main as train_main
 from aef_lite.train import train

@@ -85,16 +85,15 @@ class AEFModel(nn.Module):
         check_batch(batch, self.config)
         return self.summarise(self.encoder(batch), batch.period)
 
-    def summarise(self, encoded: tuple[torch.Tensor, torch.Tensor, torch.Tensor], period: torch.Tensor
-                  ) -> torch.Tensor:
-        """Unit ``mu (B, E, L, L)`` of the encoder output ``encoded`` (features, codes, valid; see
+    def summarise(self, encoded: tuple[torch.Tensor, ...], period: torch.Tensor) -> torch.Tensor:
+        """Unit ``mu (B, E, L, L)`` of the encoder output ``encoded`` (features, codes, valid, pixels; see
         :class:`~aef_lite.stp.STPEncoder`) for valid periods ``period (B, 2)``.
 
         The encoder runs once per input; each valid period costs one summary (paper S2.2.3: one
         embedding per reconstructed source, each for its own summary period)."""
-        features, codes, valid = encoded
+        features, codes, valid, pixels = encoded
         duration = (period[:, 1] - period[:, 0]).to(torch.float64)
-        raw = self.summary(features, codes, valid, self.encoder.codes(period), duration)
+        raw = self.summary(features, codes, valid, self.encoder.codes(period), duration, pixels)
         return F.normalize(raw, dim=1)
 
     forward = encode

@@ -63,6 +63,27 @@ class InputProjector(nn.Module):
         return _per_frame(self.patch, x) + self.source_embedding[:, None, None]
 
 
+class PixelComposite(nn.Module):
+    """Full-resolution skip of one source: ``values (B, T, C, L, L), mask (B, T, L, L) -> (B, D, L, L)``.
+
+    A 1x1 projection of the pixel's masked temporal mean and its fraction of valid frames. The
+    input projectors work on 2x2 patches at 1/2 L (paper S2.4), so without this skip no pixel
+    could be told from its patch neighbours: the field was too smooth for small features (a
+    water/land kNN probe fell to 0.70, below the raw bands' 0.98). A pixel hidden in every frame
+    gets a zero mean and a zero fraction, so the skip never carries held-out values.
+    """
+
+    def __init__(self, channels: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(channels + 1, dim, 1)
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(2).to(values.dtype)  # (B, T, 1, L, L)
+        count = m.sum(dim=1)  # (B, 1, L, L)
+        mean = torch.where(m > 0, values, 0.0).sum(dim=1) / count.clamp_min(1)
+        return self.proj(torch.cat([mean, count / mask.shape[1]], dim=1))
+
+
 class STPBlock(nn.Module):
     """One STP block: the three operators run side by side, then exchange across scales."""
 
@@ -90,6 +111,7 @@ class STPEncoder(nn.Module):
         code_dim = 2 * cfg.n_periods
         dp, dt, ds = cfg.dim_precision, cfg.dim_time, cfg.dim_space
         self.projectors = nn.ModuleDict({n: InputProjector(c, dp) for n, c in cfg.sources.items()})
+        self.composites = nn.ModuleDict({n: PixelComposite(c, dp) for n, c in cfg.sources.items()})
         self.init_t, self.init_s = Down(dp, dt, 4), Down(dp, ds, 8)
         self.blocks = nn.ModuleList([STPBlock(cfg, code_dim) for _ in range(cfg.n_blocks)])
         self.final_t, self.final_s = Up(dt, dp, 4), Up(ds, dp, 8)
@@ -98,9 +120,10 @@ class STPEncoder(nn.Module):
         """Timecodes of absolute days: ``(...) -> (..., 2P)``."""
         return timecode(days, torch.tensor(self.periods, dtype=torch.float64, device=days.device))
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``features (B, T, D_P, L/2, L/2)``, ``codes (B, T, 2P)``, ``valid (B, T, L/2, L/2)``
-        (the frame-level validity broadcast to the cells, see the module docstring)."""
+        (the frame-level validity broadcast to the cells, see the module docstring) and the
+        full-resolution pixel skip ``(B, D_P, L, L)`` (:class:`PixelComposite`, summed over sources)."""
         names = [n for n in self.projectors if n in batch.sources]  # fixed order
         srcs = [batch.sources[n] for n in names]
         p = torch.cat([self.projectors[n](s.values, s.mask) for n, s in zip(names, srcs, strict=True)], dim=1)
@@ -113,14 +136,17 @@ class STPEncoder(nn.Module):
         for block in self.blocks:
             p, t, s = block(p, t, s, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 8, h // 8))
         p = p + _per_frame(self.final_t, t) + _per_frame(self.final_s, s)
-        return p, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 2, h // 2)
+        pixels = torch.stack([self.composites[n](x.values, x.mask) for n, x in zip(names, srcs, strict=True)]).sum(0)
+        return p, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 2, h // 2), pixels
 
 
 class SummaryPooling(nn.Module):
     """Time-conditioned summary (paper S2.2.1): one query from the valid period pools the frames.
 
     ``features (B, T, D, h, w)``, ``codes (B, T, 2P)``, ``valid (B, T, h, w)``, period timecodes
-    ``(B, 2, 2P)`` and durations ``(B,)`` -> unnormalised ``(B, E, 2h, 2w)``.
+    ``(B, 2, 2P)``, durations ``(B,)`` and the pixel skip ``(B, D, 2h, 2w)`` -> unnormalised
+    ``(B, E, 2h, 2w)``: pooled cells, bilinear upsampling to L, plus the pixel skip, then a 3x3
+    convolution and the projection to E.
 
     The query is an MLP of ``[timecode(t_s), timecode(t_e), log(1 + duration / 1 year)]``, so a
     period with no input frames inside it (interpolation) or beyond the inputs (extrapolation)
@@ -136,8 +162,8 @@ class SummaryPooling(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.to_q, self.to_k, self.to_v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
-        self.upsample = nn.Sequential(  # learned upsampling 1/2 L -> L (bilinear, then a 3x3 conv), 64-d head
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.head = nn.Sequential(  # after adding the pixel skip: a 3x3 conv, then the 64-d projection
             ChannelNorm(dim),
             nn.Conv2d(dim, dim, 3, padding=1),
             nn.GELU(),
@@ -151,6 +177,7 @@ class SummaryPooling(nn.Module):
         valid: torch.Tensor,
         period_codes: torch.Tensor,
         duration_days: torch.Tensor,
+        pixels: torch.Tensor,
     ) -> torch.Tensor:
         b, _, _, h, w = features.shape
         span = torch.log1p(duration_days / 365.25).to(features.dtype).unsqueeze(-1)
@@ -167,5 +194,5 @@ class SummaryPooling(nn.Module):
         )
         pooled = self.proj(rearrange(pooled, "n h 1 d -> n (h d)"))
         pooled = rearrange(pooled, "(b h w) d -> b d h w", b=b, h=h) + query[:, :, None, None]
-        return self.upsample(pooled)
+        return self.head(self.upsample(pooled) + pixels)
 

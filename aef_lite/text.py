@@ -36,9 +36,6 @@ from aef_lite.data import Batch, Sample, SourceSeries, to_iso
 # Captions
 # ----------------------------------------------------------------------------------------------
 
-MIN_FRACTION = 0.05
-"""Classes covering less than this fraction of a tile are not mentioned."""
-
 SENSOR_NAMES = {"s2": "Sentinel-2", "landsat5": "Landsat 5", "landsat7": "Landsat 7"}
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
           "october", "november", "december")
@@ -87,21 +84,28 @@ def _spectral_stats(tile: Sample) -> tuple[float | None, float | None, float | N
     return float(np.median(all_ndvi)), float((all_ndvi > VEGETATED_NDVI).mean()), frac
 
 
+def spectral_index(sample: Sample, index: str) -> np.ndarray:
+    """The per-pixel spectral-index baseline of a text query: ``(H, W)`` float64, the median over
+    the valid frames of ``"ndwi"`` = (green - nir) / (green + nir) (McFeeters 1996; open water
+    > 0) or ``"ndvi"`` = (nir - red) / (nir + red), from the first source that has the bands;
+    NaN where no frame is valid. A text query such as "open water" is only worth its training
+    if it ranks pixels better than this index does."""
+    roles = {"ndwi": ("green", "nir"), "ndvi": ("nir", "red")}
+    if index not in roles:
+        raise ValueError(f"unknown index {index!r}; choose from {sorted(roles)}")
+    for series in sample.sources.values():
+        a, b = (_band(series, r) for r in roles[index])
+        if a is None or b is None:
+            continue
+        ratio = np.where(series.mask, (a - b) / np.maximum(a + b, 1e-6), np.nan)
+        with np.errstate(all="ignore"):
+            return np.nanmedian(ratio, axis=0) if series.num_frames > 1 else ratio[0].astype(np.float64)
+    raise ValueError(f"{sample.name} has no source with the bands of {index}")
+
+
 def _percent(fraction: float) -> int:
     """Fraction -> percent rounded to a multiple of 5 (the tokeniser's vocabulary)."""
     return int(5 * round(20 * fraction))
-
-
-def _land_cover(tile: Sample) -> list[tuple[int, str]]:
-    """(percent of the tile, class name) of labelled classes >= ``MIN_FRACTION``, largest first;
-    a class named in several label maps keeps its largest fraction. Unlabelled (id 0) is skipped."""
-    best: dict[str, float] = {}
-    for label in tile.labels.values():
-        counts = np.bincount(label.ids.ravel(), minlength=len(label.class_names)) / label.ids.size
-        for cid, name in enumerate(label.class_names):
-            if cid and counts[cid] >= MIN_FRACTION:
-                best[name] = max(best.get(name, 0.0), float(counts[cid]))
-    return sorted(((_percent(f), n) for n, f in best.items()), key=lambda x: (-x[0], x[1]))
 
 
 def _place(tile: Sample) -> str:
@@ -130,13 +134,17 @@ def caption_for_tile(tile: Sample, period: tuple[float, float] | None = None) ->
     """A caption with real information about one tile (our substitute for paper S2.2.5's text).
 
     Example: ``"Sentinel-2 image over Havel lakes near Brandenburg an der Havel, Germany, in
-    winter (february 2017): 40% meadow, 10% farm, 35% open water, 20% vegetated, sparse vegetation."``
+    winter (february 2017): 35% open water, 20% vegetated, sparse vegetation."``
 
     Parts: sensor(s) and number of dates with valid pixels; place (sample metadata); season and
     month of a single date, or the month range of the valid ``period`` (days, ``[t_s, t_e)``)
-    for a series; land-cover classes covering >= 5% of the tile from the tile's label maps
-    (unlabelled pixels are not counted as any class); the NDWI open-water fraction and a word
-    for the median clear-sky NDVI with the vegetated fraction (NDVI > 0.3). Percentages are rounded to multiples of 5.
+    for a series; the NDWI open-water fraction and a word for the median clear-sky NDVI with the
+    vegetated fraction (NDVI > 0.3). Percentages are rounded to multiples of 5.
+
+    The label maps of a tile are deliberately *not* used: they are the labels the sparse-label
+    evaluation and the text-query scores are measured on, and captions made from them would turn
+    a zero-shot text query into a supervised classifier. So a text query can at best learn what
+    the spectral statistics say; compare it with the spectral index itself (NDWI, NDVI).
 
     Args:
         tile: a tile of a sample (see :func:`aef_lite.data.cut_tile`), sources already limited
@@ -147,7 +155,7 @@ def caption_for_tile(tile: Sample, period: tuple[float, float] | None = None) ->
     n_dates = len({float(d) for s in tile.sources.values() for d in s.days[s.mask.any(axis=(1, 2))]})
     kind = "image" if n_dates <= 1 else f"time series of {n_dates} dates"
     head = f"{' and '.join(names)} {kind} over {_place(tile)}, {_when(tile, period)}"
-    parts = [f"{p}% {name}" for p, name in _land_cover(tile) if p > 0]
+    parts = []
     ndvi, vegetated, water = _spectral_stats(tile)
     if water is not None and _percent(water) > 0:
         parts.append(f"{_percent(water)}% open water")

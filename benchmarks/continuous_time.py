@@ -23,7 +23,7 @@ the change in clear-sky June-August NDVI (Spearman, ROC AUC for the top 10 % NDV
 Goal lines ``GOAL <name>: met|not met (<numbers>)``: the model beats nearest and linear in (a)
 and carry in (b) (mean-over-bands MAE over all targets of the setting), and both checks of (c).
 ``STRETCH`` lines compare with the harmonic fit. ``--checkpoint PATH`` evaluates a ``ckpt_*.pt``;
-default :func:`aef_lite.train.pretrained`; ``--quick`` trains for 20 steps instead, one seed and
+default :func:`aef_lite.pretrained`; ``--quick`` trains for 20 steps instead, one seed and
 one trial per case: a smoke test, not a result.
 
 Run ``python benchmarks/continuous_time.py [--quick] [--seeds N] [--checkpoint PATH]``.
@@ -37,10 +37,13 @@ import numpy as np
 from common import machine_info, print_machine, torch_threads
 
 from aef_lite import continuous as ct
-from aef_lite.config import AEFConfig
+from aef_lite.checkpoints import load_checkpoint, models_from_checkpoint
+from aef_lite.config import AEFConfig, TrainConfig
 from aef_lite.data import Sample, check_tile_size, load_sample
 from aef_lite.model import AEFModel
-from aef_lite.train import TrainConfig, load_checkpoint, models_from_checkpoint, pretrained, split_site, train
+from aef_lite.sampling import split_site
+from aef_lite.shipped import pretrained
+from aef_lite.train import train
 
 SCENE = "landsat_colorado"
 LEAD_BINS = (0.0, 60.0, 120.0, 183.0)
@@ -57,7 +60,7 @@ def load_model(checkpoint: str | None, quick: bool) -> AEFModel:
 
 def validation_start(sample: Sample, tile: int) -> float:
     """First day of the temporal validation block that the default training run never sees
-    (:func:`aef_lite.train.split_site`: the last ``frames_window_days`` of the series)."""
+    (:func:`aef_lite.sampling.split_site`: the last ``frames_window_days`` of the series)."""
     val = split_site(sample, tile, TrainConfig().frames_window_days).val
     return float(min(s.days.min() for s in val.sources.values() if s.num_frames))
 

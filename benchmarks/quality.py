@@ -51,9 +51,9 @@ from aef_lite.evaluate import (
     summarise,
 )
 from aef_lite.model import AEFModel
-from aef_lite.pretrained import pretrained
 from aef_lite.quantization import dequantize, quantize
 from aef_lite.reference import reference_configs, site_validation
+from aef_lite.shipped import pretrained
 from aef_lite.train import train
 
 SCENE = "s2_brandenburg"

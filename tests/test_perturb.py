@@ -35,7 +35,8 @@ def _check_no_leak(batch: Batch, inputs: Batch, targets: dict) -> None:
     for name, src in batch.sources.items():
         t = targets[name]
         for b in range(B):
-            held = t.mask[b]
+            held = t.hidden[b]
+            assert not (held & ~t.mask[b]).any(), "hidden pixels are loss pixels"
             if not held.any():
                 continue
             # the target frame: the one whose values match the target at its held-out pixels
@@ -74,9 +75,10 @@ def test_single_frame_rows_hold_out_patches(batch: Batch) -> None:
         for b in rows:
             orig = batch.sources[name].mask[b]
             f = int(orig.flatten(1).any(1).nonzero()[0])
-            held, kept = targets[name].mask[b], inputs.sources[name].mask[b, f]
+            held, kept = targets[name].hidden[b], inputs.sources[name].mask[b, f]
             assert not (held & kept).any()
-            assert torch.equal(held | kept, orig[f]), "every valid pixel is either input or target"
+            assert torch.equal(held | kept, orig[f]), "every valid pixel is either input or hidden"
+            assert torch.equal(targets[name].mask[b], orig[f]), "the loss covers every valid pixel"
             grid = (L // PATCH, PATCH, L // PATCH, PATCH)
             cells = held.view(grid).any(dim=(1, 3))
             assert int(cells.sum()) == (L // PATCH) ** 2 // 2, "half of the valid 8x8 patches"
@@ -105,7 +107,7 @@ def test_hold_out_on_real_tiles(samples: dict) -> None:
             src = real.sources[src_name]
             picked = torch.stack([(src.days[b] == t.days[b]).nonzero()[0, 0] for b in range(len(tiles))])
             vis = inputs.sources[src_name].mask[torch.arange(len(tiles)), picked]
-            assert not (vis & t.mask).any()
+            assert t.hidden.any(dim=(1, 2)).all() and not (vis & t.hidden).any()
 
 
 def _strategy_batch() -> Batch:
@@ -169,10 +171,20 @@ def test_student_never_empty_falls_back_to_teacher() -> None:
     gen = torch.Generator().manual_seed(2)
     teacher = Batch({"s2": _source(1, 13, gen)}, torch.tensor([[17000.0, 17365.0]] * B, dtype=torch.float64))
     student = student_view(teacher, _gen(), strategies=("last6",))  # would drop the only frame
-    assert torch.equal(student.sources["s2"].mask, teacher.sources["s2"].mask)
+    s, t = student.sources["s2"].mask, teacher.sources["s2"].mask
+    assert not (s & ~t).any() and s.flatten(1).any(1).all(), "the frame is kept (a subset of the teacher's)"
     for seed in range(5):
         student = student_view(teacher, _gen(seed))
         assert student.sources["s2"].mask.flatten(1).any(1).all()
+
+
+def test_single_date_student_differs_from_the_teacher_on_every_row() -> None:
+    gen = torch.Generator().manual_seed(2)
+    teacher = Batch({"s2": _source(1, 13, gen)}, torch.tensor([[17000.0, 17365.0]] * B, dtype=torch.float64))
+    for seed in range(3):
+        s, t = student_view(teacher, _gen(seed)).sources["s2"].mask, teacher.sources["s2"].mask
+        dropped = (t & ~s).flatten(1).sum(1).float() / t.flatten(1).sum(1)
+        assert ((dropped > 0.3) & (dropped < 0.7)).all(), "about half of the patches are dropped on every row"
 
 
 def test_student_view_rejects_unknown_strategy(batch: Batch) -> None:

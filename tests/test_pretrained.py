@@ -11,8 +11,8 @@ import torch
 from aef_lite import AEFConfig, AEFModel
 from aef_lite.config import TrainConfig
 from aef_lite.hub import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, save_pretrained
-from aef_lite.pretrained import REFERENCE_DIR, pretrained
 from aef_lite.reference import METRIC_TOLERANCE, reference_metrics
+from aef_lite.shipped import REFERENCE_DIR, pretrained
 from aef_lite.text import TextTower
 
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from aef_lite import AEFConfig, AEFModel
 from aef_lite.data import cut_tile, make_batch
-from aef_lite.text import TextTower, Tokenizer, caption_for_tile, default_vocabulary, text_query_auc, text_query_map
+from aef_lite.text import (
+    TextTower,
+    Tokenizer,
+    caption_for_tile,
+    default_vocabulary,
+    spectral_index,
+    text_query_auc,
+    text_query_map,
+)
 
 L = 32
 
@@ -25,15 +35,16 @@ def _dominant_tile(sample, label: str = "osm", min_fraction: float = 0.4) -> tup
     raise AssertionError("no tile with a dominant class")
 
 
-def test_caption_names_the_dominant_real_class(samples: dict) -> None:
+def test_captions_never_use_the_scored_label_maps(samples: dict) -> None:
     s = samples["s2_brandenburg"]
     r, c, dominant = _dominant_tile(s)
-    caption = caption_for_tile(cut_tile(s, r, c, L))
+    tile = cut_tile(s, r, c, L)
+    caption = caption_for_tile(tile)
     assert "Brandenburg an der Havel" in caption and "winter" in caption and "2017" in caption
-    land_cover = caption.split(":", 1)[1]
-    first_class = land_cover.split(",")[0].split("%")[1].strip()
-    assert first_class == dominant, caption
-    assert "unlabelled" not in caption
+    names = {n for m in s.labels.values() for n in m.class_names} - {"water"}  # "open water" is NDWI
+    assert not any(f"% {n}" in caption for n in names), caption
+    relabelled = {k: replace(m, ids=np.zeros_like(m.ids)) for k, m in tile.labels.items()}
+    assert caption_for_tile(replace(tile, labels=relabelled)) == caption, "labels must not change a caption"
 
 
 def test_captions_differ_between_tiles_and_carry_statistics(samples: dict) -> None:
@@ -115,3 +126,13 @@ def test_auc_matches_pairwise_definition_with_ties() -> None:
     assert text_query_auc(np.arange(4.0), np.array([0, 0, 1, 2]), 2, ignore=None) == 1.0
     with pytest.raises(ValueError, match="both classes"):
         text_query_auc(np.arange(3.0), np.array([0, 1, 1]), 2)
+
+
+def test_spectral_index_baseline_ranks_osm_water(samples: dict) -> None:
+    s = samples["s2_brandenburg"]
+    ndwi = spectral_index(s, "ndwi")
+    assert ndwi.shape == (s.height, s.width) and np.isfinite(ndwi).all()
+    osm = s.labels["osm"]
+    assert text_query_auc(ndwi, osm.ids, osm.class_names.index("water")) > 0.9
+    with pytest.raises(ValueError, match="unknown index"):
+        spectral_index(s, "evi")

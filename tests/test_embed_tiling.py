@@ -1,0 +1,89 @@
+"""embed_scene's tiling: reflection padding, blended overlaps, support window, small scenes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from aef_lite import AEFConfig, AEFModel
+from aef_lite.data import Sample, annual_period, cut_tile, make_batch
+from aef_lite.diagnostics import grid_line_ratio
+from aef_lite.embed import blend_window, embed_scene, reflect_pad
+from aef_lite.support import MAX_FRAMES, support_of, support_window
+
+
+@pytest.fixture(scope="module")
+def model() -> AEFModel:
+    torch.manual_seed(0)
+    return AEFModel(AEFConfig.tiny()).eval()
+
+
+def test_blend_window_is_one_inside_and_ramps_to_the_borders() -> None:
+    w = blend_window(32, 16)
+    assert w.shape == (32,) and (w > 0).all() and (w <= 1).all()
+    assert np.allclose(w, w[::-1]) and w[15] == 1.0 and w[0] < 0.05
+    assert (np.diff(w[:16]) >= 0).all()
+
+
+def test_reflect_pad_mirrors_values_and_masks(samples: dict[str, Sample]) -> None:
+    scene = cut_tile(samples["s2_brandenburg"], 100, 100, 32)
+    padded, top, left = reflect_pad(scene, 8, 64)
+    s, p = scene.sources["s2"], padded.sources["s2"]
+    assert (padded.height, padded.width) == (64, 64) and (top, left) == (8, 8)
+    np.testing.assert_array_equal(p.values[..., 8:40, 8:40], s.values)
+    np.testing.assert_array_equal(p.values[..., 7, 8:40], s.values[..., 1, :])  # mirrored, edge not repeated
+    np.testing.assert_array_equal(p.mask[..., 8:40, 8:40], s.mask)
+    assert padded.transform[2] == pytest.approx(scene.transform[2] - 8 * scene.transform[0])
+
+
+def test_one_tile_without_overlap_equals_the_direct_embedding(model: AEFModel, samples: dict[str, Sample]) -> None:
+    scene = cut_tile(samples["s2_brandenburg"], 200, 300, 32)
+    field = embed_scene(model, scene, overlap=0)
+    direct = model.embed(make_batch([scene], period=field.period, max_frames=MAX_FRAMES))[0].numpy()
+    np.testing.assert_allclose(field.emb, direct, atol=1e-5)
+
+
+def test_field_is_unit_norm_and_independent_of_batch_size(model: AEFModel, samples: dict[str, Sample]) -> None:
+    scene = samples["landsat_colorado"]
+    field = embed_scene(model, scene)
+    assert field.emb.shape == (64, 61, 61) and field.valid.all()
+    np.testing.assert_allclose(np.linalg.norm(field.emb, axis=0), 1.0, atol=1e-5)
+    np.testing.assert_allclose(embed_scene(model, scene, batch_size=3).emb, field.emb, atol=1e-5)
+    np.testing.assert_array_equal(field.period, annual_period(scene))
+
+
+def test_scene_smaller_than_the_tile_is_embedded(model: AEFModel, samples: dict[str, Sample]) -> None:
+    field = embed_scene(model, samples["landsat_colorado"], tile=64)  # 61 px < 64 px
+    assert field.emb.shape == (64, 61, 61) and field.valid.all()
+
+
+def test_blending_leaves_no_tile_seams(model: AEFModel, samples: dict[str, Sample]) -> None:
+    scene = cut_tile(samples["s2_brandenburg"], 0, 0, 192)
+    blended = embed_scene(model, scene)
+    assert grid_line_ratio(blended.emb, periods=(16,)) < 1.15
+
+
+def test_tiles_without_valid_input_are_no_data(model: AEFModel, samples: dict[str, Sample]) -> None:
+    scene = cut_tile(samples["s2_brandenburg"], 0, 0, 96)
+    s2 = scene.sources["s2"]
+    mask = s2.mask.copy()
+    mask[..., 48:] = False
+    scene = replace(scene, sources={"s2": replace(s2, values=np.where(mask[:, None], s2.values, 0.0), mask=mask)})
+    field = embed_scene(model, scene)
+    assert field.valid[:, :40].all() and not field.valid[:, 90:].any()
+
+
+def test_support_window_is_the_period_or_a_year_around_it(samples: dict[str, Sample]) -> None:
+    assert support_window((0.0, 400.0)) == (0.0, 400.0)
+    assert support_window((100.0, 190.0)) == pytest.approx((145.0 - 182.5, 145.0 + 182.5))
+    with pytest.raises(ValueError, match="finite"):
+        support_window((0.0, float("nan")))
+    scene = samples["landsat_colorado"]
+    year = annual_period(scene)
+    kept = support_of(scene, year)
+    for series in kept.sources.values():
+        assert ((series.days >= year[0]) & (series.days < year[1])).all()
+    assert sum(s.num_frames for s in kept.sources.values()) < sum(s.num_frames for s in scene.sources.values())
