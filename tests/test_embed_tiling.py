@@ -22,10 +22,12 @@ def model() -> AEFModel:
 
 
 def test_blend_window_is_one_inside_and_ramps_to_the_borders() -> None:
-    w = blend_window(32, 16)
-    assert w.shape == (32,) and (w > 0).all() and (w <= 1).all()
-    assert np.allclose(w, w[::-1]) and w[15] == 1.0 and w[0] < 0.05
-    assert (np.diff(w[:16]) >= 0).all()
+    w = blend_window(64, 16)
+    assert w.shape == (64,) and (w > 0).all() and (w <= 1).all()
+    assert np.allclose(w, w[::-1]) and (w[16:48] == 1.0).all() and w[0] < 0.05
+    assert (np.diff(w[:16]) > 0).all()
+    tent = blend_window(32, 16)  # overlap = half a tile: a tent, highest in the middle
+    assert tent.argmax() in (15, 16) and (tent > 0).all()
 
 
 def test_reflect_pad_mirrors_values_and_masks(samples: dict[str, Sample]) -> None:
