@@ -23,13 +23,23 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from aef_lite.data import Batch, Sample, SourceBatch, annual_period, check_tile_size, cut_tile, make_batch, tile_grid
+from aef_lite.data import (
+    Batch,
+    Sample,
+    SourceBatch,
+    annual_period,
+    check_sample_grid,
+    check_tile_multiple,
+    cut_tile,
+    make_batch,
+    tile_grid,
+)
 from aef_lite.model import AEFModel
 from aef_lite.quantization import NODATA, band_names, dequantize, quantize
 
@@ -60,8 +70,8 @@ class EmbeddingField:
         return np.isfinite(self.emb).all(axis=0)
 
 
-def _check_tiling(tile: int, overlap: int, height: int, width: int) -> None:
-    check_tile_size(tile, height, width)
+def _check_tiling(tile: int, overlap: int) -> None:
+    check_tile_multiple(tile)  # a scene smaller than the tile is padded (see _pad_to_tile)
     if not 0 <= overlap < tile or overlap % 2:
         raise ValueError(f"overlap={overlap} must be even and satisfy 0 <= overlap < tile ({tile}): "
                          "each tile gives up overlap / 2 px on its interior sides")
@@ -71,6 +81,19 @@ def _cuts(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
     """Per tile start along one axis, the [lo, hi) range it writes: cuts in the middle of overlaps."""
     mids = [(nxt + cur + tile) // 2 for cur, nxt in zip(starts[:-1], starts[1:], strict=True)]
     return list(zip([0, *mids], [*mids, length], strict=True))
+
+
+def _pad_to_tile(sample: Sample, tile: int) -> Sample:
+    """``sample`` grown at the bottom and right to at least ``tile`` x ``tile`` px with masked pixels
+    (values 0, mask False); unchanged when it is large enough."""
+    pad_h, pad_w = max(0, tile - sample.height), max(0, tile - sample.width)
+    if not pad_h and not pad_w:
+        return sample
+    grow = ((0, pad_h), (0, pad_w))
+    sources = {k: replace(s, values=np.pad(s.values, ((0, 0), (0, 0), *grow)),
+                          mask=np.pad(s.mask, ((0, 0), *grow), constant_values=False))
+               for k, s in sample.sources.items()}
+    return replace(sample, sources=sources, labels={})
 
 
 def _has_valid_pixel(tile: Sample) -> bool:
@@ -92,7 +115,9 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
         model: a trained (or untrained) :class:`AEFModel`; only :meth:`AEFModel.embed` is used,
             which is deterministic (vMF mean direction, paper S2.2.3). Batches are moved to the
             device of its parameters; the field is gathered on the CPU.
-        sample: the scene, H x W px, any size >= ``tile``.
+        sample: the scene, H x W px, any size. A scene smaller than ``tile`` along an axis is
+            padded there with masked pixels (values 0, mask False) to one tile, and the field is
+            cropped back to H x W (e.g. the 61 x 61 px ``landsat_colorado`` with 64 px tiles).
         tile: tile side in px, a multiple of 16; default ``model.config.tile_size``.
         overlap: even number of px shared by neighbouring tiles (0 <= overlap < tile).
         period: valid period [t_s, t_e) in days since ``TIME_ORIGIN``; default
@@ -106,15 +131,18 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
         no valid input pixel in any source are not embedded; their pixels are NaN.
 
     Raises:
-        ValueError: tile not a positive multiple of 16 or larger than the scene; overlap odd,
-            negative or >= tile; batch_size < 1.
+        ValueError: tile not a positive multiple of 16; overlap odd, negative or >= tile;
+            batch_size < 1.
     """
     tile = model.config.tile_size if tile is None else int(tile)
-    height, width = sample.height, sample.width
-    _check_tiling(tile, overlap, height, width)
+    _check_tiling(tile, overlap)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_sample_grid(sample)
     span = annual_period(sample) if period is None else np.asarray(period, dtype=np.float64)
+    scene_h, scene_w = sample.height, sample.width
+    sample = _pad_to_tile(sample, tile)
+    height, width = sample.height, sample.width
     corners = tile_grid(height, width, tile, overlap)
     row_starts, col_starts = sorted({r for r, _ in corners}), sorted({c for _, c in corners})
     row_cut = dict(zip(row_starts, _cuts(row_starts, tile, height), strict=True))
@@ -131,6 +159,8 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
         for (r, c), e in zip(chunk, emb, strict=True):
             (r0, r1), (c0, c1) = row_cut[r], col_cut[c]
             out[:, r0:r1, c0:c1] = e[:, r0 - r:r1 - r, c0 - c:c1 - c]
+    if (height, width) != (scene_h, scene_w):
+        out = np.ascontiguousarray(out[:, :scene_h, :scene_w])
     return EmbeddingField(emb=out, period=span, crs=sample.crs, transform=list(sample.transform),
                           pixel_size_m=float(sample.pixel_size_m), name=sample.name)
 

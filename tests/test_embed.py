@@ -111,6 +111,26 @@ def test_tiles_without_valid_input_are_left_as_no_data(model: AEFModel, samples:
     np.testing.assert_allclose(np.linalg.norm(field.emb[:, :, :40], axis=0), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_scene_smaller_than_the_tile_is_padded_and_cropped_back(samples: dict[str, Sample], preset: str) -> None:
+    # landsat_colorado is 61 x 61 px: smaller than the small preset's 64 px tile (and than 64 for tiny)
+    scene = samples["landsat_colorado"]
+    torch.manual_seed(0)
+    cfg = AEFConfig.small() if preset == "small" else AEFConfig.tiny(tile_size=64)
+    net = AEFModel(cfg).eval()
+    field = embed_scene(net, scene, max_frames=4)
+    assert field.emb.shape == (64, 61, 61) and field.valid.all()
+    np.testing.assert_allclose(np.linalg.norm(field.emb, axis=0), 1.0, atol=1e-5)
+    # the same as embedding the scene padded by hand with masked pixels to one 64 px tile
+    padded = {k: replace(s, values=np.pad(s.values, ((0, 0), (0, 0), (0, 3), (0, 3))),
+                         mask=np.pad(s.mask, ((0, 0), (0, 3), (0, 3))))
+              for k, s in scene.sources.items()}
+    batch = make_batch([replace(scene, sources=padded, labels={})], period=field.period, max_frames=4)
+    np.testing.assert_allclose(field.emb, net.embed(batch)[0, :, :61, :61].numpy(), atol=1e-6)
+    wide = _crop(samples["s2_brandenburg"], 0, 0, 40, 96)  # smaller than the tile along one axis only
+    assert embed_scene(net, wide).emb.shape == (64, 40, 96)
+
+
 @pytest.fixture()
 def field(model: AEFModel, samples: dict[str, Sample]) -> EmbeddingField:
     return embed_scene(model, _crop(samples["s2_brandenburg"], 0, 0, 48, 64), tile=TILE, overlap=OVERLAP)
@@ -170,7 +190,6 @@ def test_geotiff_without_rasterio_says_how_to_install(field: EmbeddingField, tmp
 
 @pytest.mark.parametrize(("tile", "overlap", "match"), [
     (24, 8, "multiple of 16"),
-    (128, 16, "larger than"),
     (32, 32, "overlap"),
     (32, 7, "overlap"),
     (32, -2, "overlap"),
@@ -179,3 +198,13 @@ def test_bad_tiling_raises(model: AEFModel, samples: dict[str, Sample], tile: in
                            match: str) -> None:
     with pytest.raises(ValueError, match=match):
         embed_scene(model, samples["landsat_colorado"], tile=tile, overlap=overlap)
+
+
+def test_non_finite_timestamp_is_an_error_not_an_empty_field(model: AEFModel, samples: dict[str, Sample]) -> None:
+    scene = cut_tile(samples["landsat_colorado"], 0, 0, TILE)
+    l7 = scene.sources["landsat7"]
+    days = l7.days.copy()
+    days[3] = np.inf
+    scene = replace(scene, sources={**scene.sources, "landsat7": replace(l7, days=days)})
+    with pytest.raises(ValueError, match="landsat7: days contain NaN/inf"):
+        embed_scene(model, scene, period=(14000.0, 14365.0))
