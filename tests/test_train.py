@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,46 @@ def test_samples_smaller_than_the_tile_are_skipped_with_a_warning() -> None:
     assert [s.name for s in sites] == ["s2_virginia"]
     with pytest.raises(ValueError, match="smaller tile"), pytest.warns(UserWarning):
         load_sites(["landsat_colorado"], tile=64, window_days=365.0)
+
+
+@pytest.fixture(scope="module")
+def saved_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 1-step checkpoint."""
+    out = tmp_path_factory.mktemp("ckpt")
+    return train(AEFConfig.tiny(), _cfg(out, steps=1, batch_size=2, sites=("s2_virginia",))).checkpoint
+
+
+def test_unreadable_checkpoint_is_not_called_corrupt(saved_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(saved_ckpt))
+
+    monkeypatch.setattr(torch, "load", denied)  # e.g. EIO or EACCES while reading
+    with pytest.raises(PermissionError, match="Permission denied"):
+        load_checkpoint(saved_ckpt)
+    monkeypatch.setattr("aef_lite.checkpoints.open", denied, raising=False)
+    with pytest.raises(PermissionError):
+        load_checkpoint(saved_ckpt)
+    assert saved_ckpt.is_file()
+
+
+def test_nan_weights_and_crafted_configs_are_refused(saved_ckpt: Path, tmp_path: Path) -> None:
+    raw = torch.load(saved_ckpt, weights_only=True)
+    bad = tmp_path / "bad.pt"
+    nan = {**raw, "model": {**raw["model"]}}
+    name = next(iter(nan["model"]))
+    nan["model"][name] = torch.full_like(nan["model"][name], float("nan"))
+    torch.save(nan, bad)
+    with pytest.raises(ValueError, match=f"tensor model.{re.escape(name)} holds NaN or inf"):
+        load_checkpoint(bad)
+    torch.save({**raw, "config": {**raw["config"], "bogus": 1}}, bad)
+    with pytest.raises(ValueError, match="its 'config' is not a valid AEFConfig"):
+        load_checkpoint(bad)
+    torch.save({**raw, "train_config": {**raw["train_config"], "batch_size": 1}}, bad)
+    with pytest.raises(ValueError, match="its 'train_config' is not a valid TrainConfig"):
+        load_checkpoint(bad)
+    torch.save({**raw, "config": [1, 2]}, bad)
+    with pytest.raises(ValueError, match="expected a dict"):
+        load_checkpoint(bad)
+    torch.save({**raw, "step": -3}, bad)
+    with pytest.raises(ValueError, match="'step' must be a non-negative int"):
+        load_checkpoint(bad)

@@ -1,0 +1,90 @@
+"""aef_lite.fileio: atomic writes, folder locks, and the clean-up of what killed processes left."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from aef_lite import fileio
+from aef_lite.fileio import (
+    LOCK_NAME,
+    FolderLocked,
+    atomic_write,
+    exclusive_lock,
+    folder_lock,
+    remove_abandoned_scratch,
+    remove_stale_temporaries,
+    scratch_dir,
+    write_text,
+)
+
+
+def test_folder_lock_refuses_a_second_holder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with folder_lock(run) as folder:
+        assert folder == run and (run / LOCK_NAME).is_file()
+        with pytest.raises(FolderLocked, match=f"{run} is in use by another aef-lite process"), folder_lock(run):
+            pass
+    with folder_lock(run):  # released at the end of the block
+        pass
+
+
+def test_folder_lock_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file, not a folder"), folder_lock(tmp_path / "file"):
+        pass
+    with pytest.raises(NotADirectoryError, match="cannot create the folder"), folder_lock(tmp_path / "file" / "sub"):
+        pass
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fileio, "open", read_only, raising=False)
+    with pytest.raises(PermissionError, match=f"cannot create the lock file {tmp_path / LOCK_NAME}"), \
+            exclusive_lock(tmp_path / LOCK_NAME):
+        pass
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    def killed_writer(target: str, suffix: str) -> Path:
+        """The temporary file that a writer killed inside atomic_write / atomic_path leaves."""
+        fd, name = fileio._temporary(tmp_path / target, suffix)
+        os.close(fd)
+        return Path(name)
+
+    stale = [killed_writer("ckpt_000200.pt", ".tmp"), killed_writer("field.tif", ".tmp.tif")]
+    keep = [tmp_path / n for n in ("ckpt_000200.pt", ".hidden.tmp", "notes.tmp", ".x.short.tmp", "history.jsonl")]
+    for p in keep:
+        p.write_text("user file")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in keep)
+
+
+def test_scratch_dirs_in_use_survive_abandoned_ones_go(tmp_path: Path) -> None:
+    old_unlocked = tmp_path / ".run-old"
+    old_unlocked.mkdir()
+    (old_unlocked / "model").mkdir()
+    os.utime(old_unlocked, (time.time() - 7200, time.time() - 7200))
+    young_unlocked = tmp_path / ".run-young"
+    young_unlocked.mkdir()
+    abandoned = tmp_path / ".run-dead"
+    abandoned.mkdir()
+    (abandoned / LOCK_NAME).touch()  # its holder died: nobody holds the lock
+    other = tmp_path / "keep-me"
+    other.mkdir()
+    with scratch_dir(tmp_path, ".run-") as work:
+        assert work.is_dir() and work.name.startswith(".run-")
+        assert sorted(remove_abandoned_scratch(tmp_path, ".run-")) == sorted([old_unlocked, abandoned])
+        assert work.is_dir() and young_unlocked.is_dir() and other.is_dir()
+    assert not work.exists()
+
+
+def test_atomic_writes_replace_or_keep(tmp_path: Path) -> None:
+    target = write_text(tmp_path / "a.txt", "one")
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as fh:
+        fh.write("half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "one" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
