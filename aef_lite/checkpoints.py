@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -76,6 +77,16 @@ def _check_contents(ckpt: dict, path: Path) -> None:
         raise ValueError(f"checkpoint {path}: 'history' must be a list, got {type(ckpt['history']).__name__}")
 
 
+def _short(err: Exception) -> str:
+    """The error's type and the first line of its message (torch's unpickling errors go on for
+    lines, and suggest ``weights_only=False``, which aef-lite never does)."""
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    if isinstance(err, pickle.UnpicklingError) or len(first) > 200:
+        return type(err).__name__
+    return f"{type(err).__name__}: {first}"
+
+
 def load_checkpoint(path: str | os.PathLike[str], model_cfg: AEFConfig | None = None) -> dict:
     """Read a checkpoint with ``torch.load(weights_only=True)`` (no arbitrary code execution).
 
@@ -96,8 +107,7 @@ def load_checkpoint(path: str | os.PathLike[str], model_cfg: AEFConfig | None = 
         except OSError:
             raise
         except Exception as err:  # torch raises several types for corrupt files
-            raise ValueError(f"checkpoint {path} is corrupt or not a torch file ({type(err).__name__}: {err})"
-                             ) from err
+            raise ValueError(f"checkpoint {path} is corrupt or not a torch file ({_short(err)})") from err
     if not isinstance(ckpt, dict) or not set(CKPT_KEYS) <= set(ckpt):
         found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"checkpoint {path} is not an aef-lite checkpoint: expected keys {list(CKPT_KEYS)}, "

@@ -172,6 +172,10 @@ EXPORT_BLOCK_PIXELS = 1 << 18
 :func:`save_geotiff`, which bounds their extra memory (a few MiB) whatever the field size."""
 
 
+GDAL_CACHE_MB = 64
+"""GDAL's block cache while :func:`save_geotiff` writes (MiB)."""
+
+
 def _valid_pixels(emb: np.ndarray) -> np.ndarray:
     """(H, W) bool, True where every band of ``emb`` (E, H, W) is finite (one band at a time)."""
     valid = np.ones(emb.shape[1:], dtype=bool)
@@ -180,17 +184,20 @@ def _valid_pixels(emb: np.ndarray) -> np.ndarray:
     return valid
 
 
-def _code_blocks(field: EmbeddingField) -> Iterator[tuple[int, int, int, np.ndarray]]:
-    """The field's int8 codes (:func:`aef_lite.quantization.quantize`) in C order, block by block:
-    ``(band, row_start, row_stop, codes (rows, W))``. Identical to quantising the whole field."""
+def _code_blocks(field: EmbeddingField, bands_first: bool = True) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """The field's int8 codes (:func:`aef_lite.quantization.quantize`) block by block:
+    ``(band, row_start, row_stop, codes (rows, W))``, identical to quantising the whole field.
+    ``bands_first``: every block of band 0, then band 1, ... (C order of (E, H, W)); else each
+    row block through all bands before the next one."""
     emb = field.emb
     valid = _valid_pixels(emb)
     bands, height, width = emb.shape
     step = max(1, EXPORT_BLOCK_PIXELS // max(width, 1))
-    for b in range(bands):
-        for r0 in range(0, height, step):
-            r1 = min(height, r0 + step)
-            yield b, r0, r1, quantize(emb[b:b + 1, r0:r1], dim=0, valid=valid[r0:r1])[0]
+    rows = [(r0, min(height, r0 + step)) for r0 in range(0, height, step)]
+    order = ([(b, r) for b in range(bands) for r in rows] if bands_first
+             else [(b, r) for r in rows for b in range(bands)])
+    for b, (r0, r1) in order:
+        yield b, r0, r1, quantize(emb[b:b + 1, r0:r1], dim=0, valid=valid[r0:r1])[0]
 
 
 def _write_npy_member(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
@@ -262,9 +269,11 @@ def save_geotiff(field: EmbeddingField, path: str | os.PathLike[str]) -> Path:
     profile = dict(driver="GTiff", dtype="int8", count=bands, height=height, width=width,
                    crs=field.crs, transform=Affine(*field.transform[:6]), nodata=NODATA,
                    compress="deflate")
-    with atomic_path(path) as tmp:
+    # Row blocks through all bands, in file order, and a small GDAL cache: GDAL writes each
+    # finished strip out instead of holding the whole (pixel-interleaved) image in memory.
+    with atomic_path(path) as tmp, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         with rasterio.open(tmp, "w", **profile) as dst:
-            for b, r0, r1, codes in _code_blocks(field):  # block by block, like save_field
+            for b, r0, r1, codes in _code_blocks(field, bands_first=False):
                 dst.write(codes, b + 1, window=Window(0, r0, width, r1 - r0))
             dst.descriptions = tuple(band_names(bands))
             dst.update_tags(period_days=" ".join(f"{v:.6f}" for v in field.period),
