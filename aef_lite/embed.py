@@ -174,6 +174,8 @@ EXPORT_BLOCK_PIXELS = 1 << 18
 
 GDAL_CACHE_MB = 64
 """GDAL's block cache while :func:`save_geotiff` writes (MiB)."""
+GEOTIFF_TILE = 256
+"""Side of the GeoTIFF's internal tiles (px)."""
 
 
 def _valid_pixels(emb: np.ndarray) -> np.ndarray:
@@ -184,20 +186,20 @@ def _valid_pixels(emb: np.ndarray) -> np.ndarray:
     return valid
 
 
-def _code_blocks(field: EmbeddingField, bands_first: bool = True) -> Iterator[tuple[int, int, int, np.ndarray]]:
-    """The field's int8 codes (:func:`aef_lite.quantization.quantize`) block by block:
-    ``(band, row_start, row_stop, codes (rows, W))``, identical to quantising the whole field.
-    ``bands_first``: every block of band 0, then band 1, ... (C order of (E, H, W)); else each
-    row block through all bands before the next one."""
+def _code_blocks(field: EmbeddingField, rows_multiple: int = 1) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """The field's int8 codes (:func:`aef_lite.quantization.quantize`) block by block in C order
+    of (E, H, W): ``(band, row_start, row_stop, codes (rows, W))``, every block of band 0, then
+    of band 1, ...; identical to quantising the whole field. Blocks span a multiple of
+    ``rows_multiple`` rows (except the last of each band)."""
     emb = field.emb
     valid = _valid_pixels(emb)
     bands, height, width = emb.shape
     step = max(1, EXPORT_BLOCK_PIXELS // max(width, 1))
-    rows = [(r0, min(height, r0 + step)) for r0 in range(0, height, step)]
-    order = ([(b, r) for b in range(bands) for r in rows] if bands_first
-             else [(b, r) for r in rows for b in range(bands)])
-    for b, (r0, r1) in order:
-        yield b, r0, r1, quantize(emb[b:b + 1, r0:r1], dim=0, valid=valid[r0:r1])[0]
+    step = max(rows_multiple, step // rows_multiple * rows_multiple)
+    for b in range(bands):
+        for r0 in range(0, height, step):
+            r1 = min(height, r0 + step)
+            yield b, r0, r1, quantize(emb[b:b + 1, r0:r1], dim=0, valid=valid[r0:r1])[0]
 
 
 def _write_npy_member(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
@@ -253,8 +255,8 @@ def save_geotiff(field: EmbeddingField, path: str | os.PathLike[str]) -> Path:
     """Write ``field`` as a 64-band int8 GeoTIFF like ``GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL``.
 
     Bands carry the descriptions ``A00``..``A63``; the scene's CRS and transform; nodata ``-128``;
-    DEFLATE compression. Written atomically and block by block (bounded extra memory). Needs
-    rasterio (``pip install aef-lite[prep]``).
+    DEFLATE compression, band-interleaved 256 px tiles. Written atomically and block by block
+    (bounded extra memory). Needs rasterio (``pip install aef-lite[prep]``).
     Returns the path written.
     """
     try:
@@ -268,12 +270,13 @@ def save_geotiff(field: EmbeddingField, path: str | os.PathLike[str]) -> Path:
     bands, height, width = field.emb.shape
     profile = dict(driver="GTiff", dtype="int8", count=bands, height=height, width=width,
                    crs=field.crs, transform=Affine(*field.transform[:6]), nodata=NODATA,
-                   compress="deflate")
-    # Row blocks through all bands, in file order, and a small GDAL cache: GDAL writes each
-    # finished strip out instead of holding the whole (pixel-interleaved) image in memory.
+                   compress="deflate", interleave="band", tiled=True, blockxsize=GEOTIFF_TILE,
+                   blockysize=GEOTIFF_TILE)
+    # Band-interleaved tiles written a band and a row of tiles at a time: each block is complete
+    # when GDAL flushes it, so its small cache never has to hold the whole image.
     with atomic_path(path) as tmp, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         with rasterio.open(tmp, "w", **profile) as dst:
-            for b, r0, r1, codes in _code_blocks(field, bands_first=False):
+            for b, r0, r1, codes in _code_blocks(field, rows_multiple=GEOTIFF_TILE):
                 dst.write(codes, b + 1, window=Window(0, r0, width, r1 - r0))
             dst.descriptions = tuple(band_names(bands))
             dst.update_tags(period_days=" ".join(f"{v:.6f}" for v in field.period),

@@ -188,6 +188,7 @@ def test_block_by_block_export_is_bit_identical(field: EmbeddingField, tmp_path,
         np.testing.assert_array_equal(npz["emb"], whole)
     if block == 100:
         rasterio = pytest.importorskip("rasterio")
+        monkeypatch.setattr(embed_module, "GEOTIFF_TILE", 16)  # several tiles and row blocks per band
         with rasterio.open(save_geotiff(field, tmp_path / "f.tif")) as src:
             np.testing.assert_array_equal(src.read(), whole)
 
