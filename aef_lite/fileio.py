@@ -52,6 +52,14 @@ def _temporary(path: Path, suffix: str) -> tuple[int, str]:
     return fd, tmp
 
 
+def _discard(tmp: str | os.PathLike[str]) -> None:
+    """Remove a temporary file after a failed write; an error here must not hide the write's."""
+    try:
+        Path(tmp).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a unique temporary file next to ``path`` for writing; rename it to ``path`` on success.
@@ -68,7 +76,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", encoding: str |
             yield fh
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(tmp)
         raise
 
 
@@ -83,7 +91,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(tmp)
         raise
 
 

@@ -88,3 +88,13 @@ def test_atomic_writes_replace_or_keep(tmp_path: Path) -> None:
         fh.write("half")
         raise RuntimeError("boom")
     assert target.read_text() == "one" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_a_failing_clean_up_does_not_hide_the_write_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_unlink(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", no_unlink)
+    with pytest.raises(OSError, match="disk full"), atomic_write(tmp_path / "a.bin") as fh:
+        fh.write(b"x")
+        raise OSError(28, "disk full")
