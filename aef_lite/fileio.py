@@ -7,8 +7,9 @@ temporary file: the content goes to a uniquely named temporary file in the targe
 the target (``os.replace``, atomic on POSIX and Windows).
 
 A process that is killed mid-write leaves its temporary file behind. :func:`folder_lock` gives
-one process at a time a folder (an advisory lock on ``<folder>/.aef-lite.lock``: ``flock`` on
-POSIX, ``msvcrt.locking`` on Windows; the kernel releases it when the process dies), and the
+one process at a time a folder (an advisory lock: ``flock`` on the folder itself on POSIX,
+``msvcrt.locking`` of ``<folder>/.aef-lite.lock`` on Windows; the kernel releases it when the
+process dies), and the
 holder may then remove such leftovers with :func:`remove_stale_temporaries`. Work folders made
 by :func:`scratch_dir` hold a lock of their own while in use, so :func:`remove_abandoned_scratch`
 can tell an abandoned one from one in use.
@@ -24,10 +25,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO
 
 LOCK_NAME = ".aef-lite.lock"
-"""The lock file :func:`folder_lock` holds inside a folder."""
+"""The lock file :func:`folder_lock` holds inside a folder on Windows (POSIX locks the folder)."""
 
 TEMP_PATTERN = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?")
 """Names of the temporary files of :func:`atomic_write` / :func:`atomic_path` (``tempfile``'s 8
@@ -102,35 +103,33 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
-def _try_lock(fh: BinaryIO, wait: bool) -> bool:
-    """Lock the open file ``fh`` exclusively; False if another process holds it (and not ``wait``)."""
+def _try_lock(fd: int, wait: bool) -> bool:
+    """Lock the open file (or, on POSIX, folder) ``fd`` exclusively; False if another process
+    holds it (and not ``wait``)."""
     try:
         import fcntl
     except ImportError:  # Windows
         import msvcrt
 
-        fh.seek(0)
+        os.lseek(fd, 0, os.SEEK_SET)
         while True:
             try:
-                msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
                 return True
             except OSError:
                 if not wait:
                     return False
                 time.sleep(0.5)
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         return False
     return True
 
 
-def _open_lock(path: Path) -> BinaryIO:
-    try:
-        return open(path, "a+b")  # held open for the lock's lifetime
-    except OSError as err:
-        raise type(err)(err.errno, f"cannot create the lock file {path} ({err.strerror}); the folder "
-                        f"{path.parent} must be writable") from err
+def _busy(folder: Path) -> FolderLocked:
+    return FolderLocked(f"{folder} is in use by another aef-lite process; wait for it to finish or use "
+                        "another folder")
 
 
 @contextmanager
@@ -142,21 +141,44 @@ def exclusive_lock(path: str | os.PathLike[str], wait: bool = True) -> Iterator[
     left in place (deleting it would race with the next locker).
     """
     path = Path(path)
-    fh = _open_lock(path)
     try:
-        if not _try_lock(fh, wait):
-            raise FolderLocked(f"{path.parent} is in use by another aef-lite process (it holds {path.name}); "
-                               "wait for it to finish or use another folder")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot create the lock file {path} ({err.strerror}); the folder "
+                        f"{path.parent} must be writable") from err
+    try:
+        if not _try_lock(fd, wait):
+            raise _busy(path.parent)
         yield
     finally:
-        fh.close()  # closing the file releases the lock
+        os.close(fd)  # closing the file releases the lock
+
+
+@contextmanager
+def _held(folder: Path) -> Iterator[None]:
+    """Hold the lock of an existing ``folder`` or raise :class:`FolderLocked`: ``flock`` on the
+    folder itself on POSIX (no file is added), ``<folder>/.aef-lite.lock`` on Windows."""
+    if os.name == "nt":
+        with exclusive_lock(folder / LOCK_NAME, wait=False):
+            yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if not _try_lock(fd, wait=False):
+            raise _busy(folder)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextmanager
 def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """Create ``folder`` if needed and hold its lock (``<folder>/.aef-lite.lock``) for the block;
-    yields the folder. Raises :class:`FolderLocked` at once if another process holds it, and a
-    clear ``OSError`` if the folder cannot be created or written (e.g. a file of that name)."""
+    """Create ``folder`` if needed, check that files can be written in it, and hold its lock for
+    the block (see :func:`_held`); yields the folder.
+
+    Raises :class:`FolderLocked` at once if another process holds it, and a clear ``OSError``
+    if the folder cannot be created or written (e.g. a file of that name, a read-only parent).
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder} is a file, not a folder")
@@ -164,7 +186,12 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise type(err)(err.errno, f"cannot create the folder {folder} ({err.strerror})") from err
-    with exclusive_lock(folder / LOCK_NAME, wait=False):
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot write in the folder {folder} ({err.strerror})") from err
+    with _held(folder):
         yield folder
 
 
@@ -187,31 +214,25 @@ def scratch_dir(root: str | os.PathLike[str], prefix: str) -> Iterator[Path]:
     and is removed afterwards (also on errors); see :func:`remove_abandoned_scratch`."""
     work = Path(tempfile.mkdtemp(dir=root, prefix=prefix))
     try:
-        with exclusive_lock(work / LOCK_NAME, wait=False):
+        with _held(work):
             yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def remove_abandoned_scratch(root: str | os.PathLike[str], prefix: str, grace_s: float = 3600.0) -> list[Path]:
+def remove_abandoned_scratch(root: str | os.PathLike[str], prefix: str, grace_s: float = 60.0) -> list[Path]:
     """Remove the :func:`scratch_dir` folders under ``root`` whose process is gone; return them.
 
-    A folder counts as abandoned when nobody holds its lock, or, if it has no lock file (its
-    process died between creating it and locking it, or it predates the lock), when it is older
-    than ``grace_s`` seconds. Folders in use are never touched.
+    A folder counts as abandoned when nobody holds its lock and it has not changed for
+    ``grace_s`` seconds (a new folder is locked by its creator right after it is made). Folders
+    in use are never touched.
     """
     removed = []
     for work in sorted(Path(root).glob(f"{prefix}*")):
-        if not work.is_dir():
-            continue
-        lock = work / LOCK_NAME
-        if not lock.exists():
-            if time.time() - work.stat().st_mtime > grace_s:
-                shutil.rmtree(work, ignore_errors=True)
-                removed.append(work)
+        if not work.is_dir() or time.time() - work.stat().st_mtime < grace_s:
             continue
         try:
-            with exclusive_lock(lock, wait=False):
+            with _held(work):
                 shutil.rmtree(work, ignore_errors=True)
         except FolderLocked:
             continue

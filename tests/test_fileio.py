@@ -10,7 +10,6 @@ import pytest
 
 from aef_lite import fileio
 from aef_lite.fileio import (
-    LOCK_NAME,
     FolderLocked,
     atomic_write,
     exclusive_lock,
@@ -25,26 +24,33 @@ from aef_lite.fileio import (
 def test_folder_lock_refuses_a_second_holder(tmp_path: Path) -> None:
     run = tmp_path / "run"
     with folder_lock(run) as folder:
-        assert folder == run and (run / LOCK_NAME).is_file()
+        assert folder == run and folder.is_dir()
+        if os.name != "nt":
+            assert not list(run.iterdir()), "on POSIX the folder itself is locked: no file is added"
         with pytest.raises(FolderLocked, match=f"{run} is in use by another aef-lite process"), folder_lock(run):
             pass
     with folder_lock(run):  # released at the end of the block
         pass
 
 
-def test_folder_lock_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lock_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file, not a folder"), folder_lock(tmp_path / "file"):
         pass
     with pytest.raises(NotADirectoryError, match="cannot create the folder"), folder_lock(tmp_path / "file" / "sub"):
         pass
+    lock = tmp_path / "missing" / "x.lock"
+    with pytest.raises(FileNotFoundError, match=f"cannot create the lock file {lock}"), exclusive_lock(lock):
+        pass
+    with exclusive_lock(tmp_path / "x.lock"), pytest.raises(FolderLocked):  # a second holder
+        with exclusive_lock(tmp_path / "x.lock", wait=False):
+            pass
 
     def read_only(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(fileio, "open", read_only, raising=False)
-    with pytest.raises(PermissionError, match=f"cannot create the lock file {tmp_path / LOCK_NAME}"), \
-            exclusive_lock(tmp_path / LOCK_NAME):
+    monkeypatch.setattr(fileio.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(PermissionError, match=f"cannot write in the folder {tmp_path}"), folder_lock(tmp_path):
         pass
 
 
@@ -64,21 +70,23 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
 
 
 def test_scratch_dirs_in_use_survive_abandoned_ones_go(tmp_path: Path) -> None:
-    old_unlocked = tmp_path / ".run-old"
-    old_unlocked.mkdir()
-    (old_unlocked / "model").mkdir()
-    os.utime(old_unlocked, (time.time() - 7200, time.time() - 7200))
-    young_unlocked = tmp_path / ".run-young"
-    young_unlocked.mkdir()
-    abandoned = tmp_path / ".run-dead"
-    abandoned.mkdir()
-    (abandoned / LOCK_NAME).touch()  # its holder died: nobody holds the lock
-    other = tmp_path / "keep-me"
-    other.mkdir()
+    long_ago = time.time() - 7200
+
+    def folder(name: str, age: float | None = long_ago) -> Path:
+        path = tmp_path / name
+        (path / "model").mkdir(parents=True)
+        if age is not None:
+            os.utime(path, (age, age))
+        return path
+
+    abandoned = [folder(".run-dead"), folder(".run-old-style")]
+    young, other = folder(".run-young", None), folder("keep-me")
     with scratch_dir(tmp_path, ".run-") as work:
         assert work.is_dir() and work.name.startswith(".run-")
-        assert sorted(remove_abandoned_scratch(tmp_path, ".run-")) == sorted([old_unlocked, abandoned])
-        assert work.is_dir() and young_unlocked.is_dir() and other.is_dir()
+        os.utime(work, (long_ago, long_ago))  # old, but its process is alive and holds it
+        assert sorted(remove_abandoned_scratch(tmp_path, ".run-")) == sorted(abandoned)
+        assert work.is_dir() and young.is_dir() and other.is_dir()
+        assert not any(p.exists() for p in abandoned)
     assert not work.exists()
 
 
