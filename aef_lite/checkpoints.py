@@ -78,13 +78,13 @@ def _check_contents(ckpt: dict, path: Path) -> None:
 
 
 def _short(err: Exception) -> str:
-    """The error's type and the first line of its message (torch's unpickling errors go on for
-    lines, and suggest ``weights_only=False``, which aef-lite never does)."""
-    text = str(err).strip().splitlines()
-    first = text[0] if text else ""
-    if isinstance(err, pickle.UnpicklingError) or len(first) > 200:
-        return type(err).__name__
-    return f"{type(err).__name__}: {first}"
+    """The error's type and the start of its first line. torch's unpickling errors go on for
+    lines and suggest ``weights_only=False``, which aef-lite never does: only their type is kept."""
+    if isinstance(err, pickle.UnpicklingError):
+        return f"{type(err).__name__}: not a weights-only torch file"
+    lines = str(err).strip().splitlines()
+    first = lines[0] if lines else ""
+    return f"{type(err).__name__}: {first[:300]}{' ...' if len(first) > 300 else ''}"
 
 
 def load_checkpoint(path: str | os.PathLike[str], model_cfg: AEFConfig | None = None) -> dict:
