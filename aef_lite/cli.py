@@ -4,16 +4,21 @@
 writes PNG maps (PCA-to-RGB of the embeddings beside true colour), a folium HTML map, the
 embedding fields in the released dataset's int8 format, and ``report.md`` with losses,
 sparse-label scores and text-query scores, all into one folder that it prints at the end.
+
+Every user error (bad option, missing or damaged file, unwritable folder, folder in use) ends
+in one line on stderr, ``aef-lite <command>: error: ...``, and exit code 2; options are checked
+before any work starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -23,6 +28,7 @@ from aef_lite.config import AEFConfig, TrainConfig
 from aef_lite.data import list_samples, load_sample
 from aef_lite.embed import EmbeddingField, embed_scene, save_field, save_geotiff
 from aef_lite.evaluate import evaluate_features, format_table, standard_features, summarise
+from aef_lite.fileio import FolderLocked, atomic_write, folder_lock, write_text
 from aef_lite.hub import load_pretrained
 from aef_lite.model import AEFModel
 from aef_lite.repro import seed_everything
@@ -35,11 +41,50 @@ TEXT_QUERIES = {"water": ("osm", "water"), "forest": ("osm", "forest"), "residen
 """Text query -> (label map, class) of ``s2_brandenburg`` used to score it."""
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Atomic text write (write a temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+PRESETS: dict[str, Callable[[], AEFConfig]] = {"tiny": AEFConfig.tiny, "small": AEFConfig.small}
+"""Model sizes of ``--preset``."""
+
+USER_ERRORS = (ValueError, OSError, ImportError, FolderLocked)
+"""Exceptions that mean bad input or environment: reported in one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr (and exit code 2), like every
+    other user error of the command line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def run_command(prog: str, work: Callable[[], object]) -> None:
+    """Run ``work``; a :data:`USER_ERRORS` exception becomes ``<prog>: error: <message>`` on one
+    line of stderr and exit code 2 (no traceback)."""
+    try:
+        work()
+    except USER_ERRORS as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        sys.stderr.write(f"{prog}: error: {message}\n")
+        raise SystemExit(2) from None
+
+
+def _writable_folder(path: str | Path) -> Path:
+    """Create the output folder ``path`` if needed and check that files can be written in it,
+    before any work starts; raises a clear ``OSError`` otherwise."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot write in the output folder {out} ({err.strerror})") from err
+    return out
+
+
+def _at_least(name: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 def _load_models(checkpoint: str | None) -> tuple[AEFModel, TextTower]:
@@ -81,7 +126,8 @@ def _save_scene_maps(field: EmbeddingField, sample_name: str, out: Path) -> list
         image, title = false_color(sample, frame=frame), "false colour (clearest frame)"
     fig = show_images({f"{sample_name}: {title}": image, "embedding field, PCA to RGB": pca_rgb(field.emb)}, ncols=2)
     path = out / f"{sample_name}_maps.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return [path]
 
@@ -107,11 +153,34 @@ def _sparse_label_report(trained: EmbeddingField, untrained: AEFModel, seeds: in
     return "\n".join(lines)
 
 
+def _need_rasterio() -> None:
+    try:
+        import rasterio  # noqa: F401
+    except ImportError as err:
+        raise ImportError("--geotiff needs rasterio: pip install 'aef-lite[prep]' (or leave out --geotiff; the "
+                          ".npz files hold the same codes)") from err
+
+
+def _check_demo(args: argparse.Namespace) -> None:
+    """Everything the demo needs, checked before it trains for minutes."""
+    _at_least("--steps", args.steps, 1)
+    _at_least("--seeds", args.seeds, 1)
+    _at_least("--threads", args.threads, 0)
+    if args.geotiff:
+        _need_rasterio()
+    for name in ("s2_brandenburg", *list_samples()):
+        load_sample(name)  # the data folder and every sample are readable
+
+
 def cmd_demo(args: argparse.Namespace) -> Path:
+    _check_demo(args)
+    with folder_lock(_writable_folder(args.out).resolve()) as out:
+        return _demo(args, out)
+
+
+def _demo(args: argparse.Namespace, out: Path) -> Path:
     seed_everything(args.seed, threads=args.threads)
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    model_cfg = AEFConfig.small() if args.preset == "small" else AEFConfig.tiny()
+    model_cfg = PRESETS[args.preset]()
     train_cfg = TrainConfig(steps=args.steps, seed=args.seed, tile=model_cfg.tile_size, out_dir=str(out / "train"),
                             ckpt_every=args.steps, val_every=max(args.steps // 4, 1), progress=not args.no_progress)
     print(f"[1/4] training the {args.preset} model for {args.steps} steps on the shipped samples ...")
@@ -156,18 +225,23 @@ def cmd_demo(args: argparse.Namespace) -> Path:
         "| query | label | AUC |", "|---|---|---|", *text_lines, "",
         "## Files", "", *[f"- `{p.relative_to(out)}`" for p in files], "",
     ])
-    _write_text(out / "report.md", report)
+    write_text(out / "report.md", report)
     print(report)
     print(f"\nAll outputs are in: {out}")
     return out
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
+    _at_least("--tile", args.tile, 1)
+    _at_least("--overlap", args.overlap, 0)
+    if args.geotiff:
+        _need_rasterio()
+    names = args.sample or list_samples()
+    samples = {name: load_sample(name) for name in names}  # unknown names fail here, with the list of samples
+    out = _writable_folder(args.out)
     model, _ = _load_models(args.checkpoint)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in args.sample or list_samples():
-        field = embed_scene(model, load_sample(name), tile=args.tile, overlap=args.overlap)
+    for name, sample in samples.items():
+        field = embed_scene(model, sample, tile=args.tile, overlap=args.overlap)
         paths = [save_field(field, out / f"{name}_embedding.npz")]
         if args.geotiff:
             paths.append(save_geotiff(field, out / f"{name}_embedding.tif"))
@@ -175,6 +249,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    _at_least("--seeds", args.seeds, 1)
+    for n in args.n_per_class:
+        _at_least("--n-per-class", n, 1)
     sample = load_sample(args.sample)
     if args.labels not in sample.labels:
         raise ValueError(f"{args.sample} has no label map {args.labels!r}; it has {sorted(sample.labels) or 'none'}")
@@ -189,12 +266,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aef-lite", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="aef-lite", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="train the tiny model, embed the scenes, write maps and a report")
     demo.add_argument("--out", default="aef-lite-demo", help="output folder (default: ./aef-lite-demo)")
-    demo.add_argument("--preset", choices=["tiny", "small"], default="tiny")
+    demo.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     demo.add_argument("--steps", type=int, default=TrainConfig().steps)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--seeds", type=int, default=3, help="evaluation seeds")
@@ -208,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     emb = sub.add_parser("embed", help="embed whole sample scenes with the reference model or a checkpoint")
     emb.add_argument("--checkpoint", default=None,
                      help="ckpt_<step>.pt or model folder (default: the shipped reference model)")
-    emb.add_argument("--sample", action="append", choices=list_samples(), help="repeatable; default: all")
+    emb.add_argument("--sample", action="append", help="sample name, repeatable; default: all")
     emb.add_argument("--tile", type=int, default=None)
     emb.add_argument("--overlap", type=int, default=16)
     emb.add_argument("--out", default="aef-lite-embeddings")
@@ -229,13 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
-        train_main(argv[1:])
+        train_main(argv[1:], prog="aef-lite train")
         return
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        raise SystemExit(f"aef-lite {args.command}: error: {err}") from err
+    run_command(f"aef-lite {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -219,16 +221,25 @@ def normalise(values: ArrayT, source: str,
     The paper's "log(1+x)-type transform" for optical bands: ``y = log1p(max(x, 0) * 1e4)``
     (x = reflectance 0-1; negatives are clamped to 0), then ``z = (y - mean) / std`` with the fixed
     ``NORM_STATS[source]``, clipped to +-``CLIP_SIGMA`` (6 sigma). Where ``mask`` is False the
-    output is 0.
+    output is 0 (whatever the input holds there).
 
     values: (..., C, H, W) float; mask: (..., H, W) bool or None. Returns (..., C, H, W).
+
+    Raises:
+        ValueError: NaN or inf at a valid pixel (checked before the clip, which would turn +inf
+            into 6 sigma).
     """
     x = _as_tensor(values)
     mean, std = _stats(source, x)
+    keep = None if mask is None else _as_tensor(mask).unsqueeze(-3)
+    bad = ~torch.isfinite(x) if keep is None else ~torch.isfinite(x) & keep
+    if bool(bad.any()):
+        raise ValueError(f"{source}: {int(bad.sum())} NaN/inf values at valid pixels. Set invalid pixels "
+                         "to 0.0 and mark them False in the mask instead.")
     z = ((torch.log1p(x.clamp(min=0) * REFLECTANCE_SCALE) - mean) / std).clamp(-CLIP_SIGMA,
                                                                                 CLIP_SIGMA)
-    if mask is not None:
-        z = z * _as_tensor(mask).unsqueeze(-3).to(z.dtype)
+    if keep is not None:
+        z = torch.where(keep, z, torch.zeros((), dtype=z.dtype))
     return _like_input(z, values)
 
 
@@ -357,6 +368,12 @@ def _build_sources(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[
     sources = {}
     for source, info in meta["sources"].items():
         spec = meta["arrays"][info["array"]]
+        for name in (info["array"], info["mask_array"]):
+            if name is not None and name not in arrays:
+                raise ValueError(f"the metadata names array {name!r}, which the .npz lacks (it has {sorted(arrays)})")
+            if name is not None and len(arrays[name]) != len(frames):
+                raise ValueError(f"array {name!r} holds {len(arrays[name])} frames but the metadata lists "
+                                 f"{len(frames)}; the .json and .npz do not belong together")
         valid = _valid_pixels(arrays, meta, info)
         phys = arrays[info["array"]].astype(np.float32) * np.float32(spec["scale"]) + np.float32(
             spec["offset"])
@@ -380,20 +397,46 @@ def load_sample(name: str, data_dir: Path | str | None = None) -> Sample:
     invalid only where a band is 0 = L1C no data).
     """
     root = Path(data_dir) if data_dir is not None else default_data_dir()
-    json_path = root / f"{name}.json"
+    json_path, npz_path = root / f"{name}.json", root / f"{name}.npz"
     if not json_path.exists():
         raise FileNotFoundError(f"no sample {name!r} in {root}; available: {list_samples(root)}")
-    meta = json.loads(json_path.read_text(encoding="utf-8"))
-    with np.load(root / f"{name}.npz", allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    labels = {
-        key: LabelMap(ids=arrays[spec["array"]].astype(np.int64),
-                      class_names=list(spec["class_names"]), colors=list(spec["colors"]))
-        for key, spec in meta["labels"].items()
-    }
-    return Sample(name=name, sources=_build_sources(arrays, meta), labels=labels,
-                  crs=meta["crs"], transform=[float(v) for v in meta["transform"]],
-                  pixel_size_m=float(meta["pixel_size_m"]), meta=meta)
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{json_path} is not valid JSON ({err})") from err
+    arrays = read_npz(npz_path)
+    try:
+        labels = {
+            key: LabelMap(ids=arrays[spec["array"]].astype(np.int64),
+                          class_names=list(spec["class_names"]), colors=list(spec["colors"]))
+            for key, spec in meta["labels"].items()
+        }
+        sample = Sample(name=name, sources=_build_sources(arrays, meta), labels=labels,
+                        crs=meta["crs"], transform=[float(v) for v in meta["transform"]],
+                        pixel_size_m=float(meta["pixel_size_m"]), meta=meta)
+    except KeyError as err:
+        raise ValueError(f"sample {name!r} in {root}: key {err} is missing from {json_path.name} or "
+                         f"{npz_path.name}; see data_samples/README.md for the format") from err
+    except (TypeError, AttributeError) as err:
+        raise ValueError(f"sample {name!r} in {root}: malformed metadata in {json_path.name} ({err})") from err
+    except ValueError as err:
+        raise ValueError(f"sample {name!r} in {root}: {err}") from err
+    check_sample_grid(sample)
+    return sample
+
+
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickle). Raises ``FileNotFoundError`` if it is missing
+    and ``ValueError`` naming the file if it is truncated or not an npz; other I/O errors (e.g.
+    ``PermissionError``) propagate unchanged: an unreadable file is not a corrupt one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError) as err:
+        raise ValueError(f"{path} is truncated or not a valid .npz file ({type(err).__name__}: {err})") from err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,15 +444,42 @@ def load_sample(name: str, data_dir: Path | str | None = None) -> Sample:
 # ----------------------------------------------------------------------------------------------
 
 
-def check_tile_size(tile: int, height: int, width: int) -> None:
-    """Raise a clear ``ValueError`` unless ``tile`` is a positive multiple of 16 that fits the scene."""
+def check_tile_multiple(tile: int) -> None:
+    """Raise a clear ``ValueError`` unless ``tile`` is a positive multiple of 16."""
     if tile <= 0 or tile % TILE_MULTIPLE:
         raise ValueError(f"tile size {tile} must be a positive multiple of {TILE_MULTIPLE} (the "
                          f"model works at 1/{TILE_MULTIPLE} of the tile); try "
                          f"{max(TILE_MULTIPLE, tile // TILE_MULTIPLE * TILE_MULTIPLE)}")
+
+
+def check_tile_size(tile: int, height: int, width: int) -> None:
+    """Raise a clear ``ValueError`` unless ``tile`` is a positive multiple of 16 that fits the scene."""
+    check_tile_multiple(tile)
     if tile > min(height, width):
         raise ValueError(f"tile size {tile} is larger than the scene ({height} x {width} px); "
                          f"use at most {min(height, width) // TILE_MULTIPLE * TILE_MULTIPLE}")
+
+
+def check_sample_grid(sample: Sample) -> None:
+    """Raise a clear ``ValueError`` unless every source and label map of ``sample`` lies on one
+    H x W grid (values (T, C, H, W), mask (T, H, W), days (T,) finite, labels (H, W))."""
+    if not sample.sources:
+        raise ValueError(f"{sample.name}: the sample has no source")
+    shapes = {}
+    for name, s in sample.sources.items():
+        values, mask, days = np.shape(s.values), np.shape(s.mask), np.shape(s.days)
+        if len(values) != 4 or mask != (values[0], *values[2:]) or days != values[:1]:
+            raise ValueError(f"{sample.name}/{name}: values must be (T, C, H, W) with mask (T, H, W) and days (T,); "
+                             f"got values {values}, mask {mask}, days {days}")
+        if not np.all(np.isfinite(s.days)):
+            raise ValueError(f"{sample.name}/{name}: days contain NaN/inf; every frame needs a finite "
+                             f"timestamp (days since {TIME_ORIGIN})")
+        shapes[name] = values[2:]
+    shapes.update({f"label {k}": np.shape(m.ids) for k, m in sample.labels.items()})
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{sample.name}: all sources and label maps must share one H x W grid; got "
+                         + ", ".join(f"{k} {h} x {w}" for k, (h, w) in shapes.items())
+                         + ". Resample them onto one grid first.")
 
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:
@@ -462,10 +532,11 @@ def _stack_source(rows: list[SourceSeries], starts: np.ndarray, max_frames: int 
                   source: str) -> SourceBatch:
     """Normalise and stack one source over B rows, padding to the longest row.
 
-    Padding frames: values 0, mask all False, day = the row's last real day (or ``starts[b]``
-    when the row has no frame). Every source keeps T >= 1.
+    Frames are taken in time order (``max_frames`` picks by time, not by position). Padding
+    frames: values 0, mask all False, day = the row's last real day (or ``starts[b]`` when the
+    row has no frame). Every source keeps T >= 1.
     """
-    picks = [_even_subset(s.num_frames, max_frames) for s in rows]
+    picks = [np.argsort(s.days, kind="stable")[_even_subset(s.num_frames, max_frames)] for s in rows]
     t_max = max(1, *(len(p) for p in picks))
     c, h, w = rows[0].values.shape[1:]
     values = torch.zeros(len(rows), t_max, c, h, w, dtype=torch.float32)
@@ -507,6 +578,8 @@ def _periods(rows: list[dict[str, SourceSeries]], period: Any) -> np.ndarray:
     if period is None:
         return np.array([_default_period(r) for r in rows], dtype=np.float64)
     p = np.broadcast_to(np.asarray(period, dtype=np.float64), (len(rows), 2)).copy()
+    if not np.isfinite(p).all():
+        raise ValueError(f"period must be finite days since {TIME_ORIGIN}; got {p.tolist()}")
     if not np.all(p[:, 0] < p[:, 1]):
         raise ValueError(f"period rows must be [t_s, t_e) with t_s < t_e (days); got {p.tolist()}")
     return p
@@ -525,6 +598,7 @@ def _check_batchable(tiles: Sequence[Sample]) -> None:
         raise ValueError("make_batch needs at least one tile")
     names = list(tiles[0].sources)
     for t in tiles:
+        check_sample_grid(t)
         if list(t.sources) != names:
             raise ValueError(f"all tiles need the same sources {names}; {t.name} has "
                              f"{list(t.sources)}")
@@ -568,6 +642,7 @@ def random_batches(sample: Sample, batch_size: int, tile: int,
     frame). Without it the period is each row's [first day, last day + 1).
     """
     rng = np.random.default_rng(seed)
+    check_sample_grid(sample)
     check_tile_size(tile, sample.height, sample.width)
     first, end = _default_period(sample.sources)
     while True:

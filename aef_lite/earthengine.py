@@ -8,7 +8,10 @@ and UTM tile, bands ``A00``..``A63`` holding 64-d unit vectors at 10 m (arXiv 25
 DeepMind." (:data:`ATTRIBUTION`).
 
 Earth Engine needs the ``earthengine-api`` package, credentials (``earthengine authenticate`` or
-``ee.Authenticate()``) and a Google Cloud project registered for Earth Engine. Everything here
+``ee.Authenticate()``, gcloud application-default credentials, a service account, or the
+metadata server of a Google Cloud machine) and a Google Cloud project registered for Earth
+Engine (noncommercial projects also have a quota tier, Community by default, whose quotas apply
+from 27 April 2026). Everything here
 works without them except the network calls: the query builders (``embedding_image``,
 ``pixels_request``, ``s2_collection``, ...) only assemble ``ee`` objects and request dicts (they
 are unit-tested with a fake ``ee`` module), :func:`initialize` fails fast with instructions, and
@@ -71,9 +74,13 @@ class EarthEngineUnavailable(RuntimeError):
 
 _HOW_TO = (
     "To use Earth Engine: (1) pip install earthengine-api; (2) authenticate once with "
-    "`earthengine authenticate` in a shell or `ee.Authenticate()` in Python (this writes "
-    "~/.config/earthengine/credentials); (3) name a Google Cloud project registered for Earth "
-    f"Engine: initialize(project='my-project') or set the environment variable {PROJECT_ENV}. "
+    "`earthengine authenticate` in a shell or `ee.Authenticate()` in Python (or use gcloud "
+    "application-default credentials, a service account, or a Google Cloud machine's own "
+    "credentials); (3) use a Google Cloud project registered for Earth Engine: "
+    f"initialize(project='my-project'), the environment variable {PROJECT_ENV}, or the default "
+    "that `earthengine set_project` or the gcloud quota project stored. Noncommercial projects "
+    "must be registered for noncommercial use and get a quota tier (Community unless another is "
+    "selected in the Cloud console), whose quotas apply from 27 April 2026. "
     "See https://developers.google.com/earth-engine/guides/auth"
 )
 
@@ -86,41 +93,75 @@ def _ee() -> Any:
         raise EarthEngineUnavailable(f"the earthengine-api package is not installed. {_HOW_TO}") from err
 
 
-def _credentials_found() -> bool:
-    """Whether any credentials Earth Engine could use exist locally (no network): the EE
-    credentials file, ``GOOGLE_APPLICATION_CREDENTIALS``, or gcloud application-default ones."""
-    home = Path(os.path.expanduser("~"))
-    gcloud = Path(os.environ.get("CLOUDSDK_CONFIG", home / ".config" / "gcloud"))
-    candidates = [home / ".config" / "earthengine" / "credentials",
-                  gcloud / "application_default_credentials.json"]
+def _gcloud_config_dir() -> Path:
+    """gcloud's configuration folder: ``$CLOUDSDK_CONFIG``, else ``%APPDATA%\\gcloud`` on Windows,
+    else ``~/.config/gcloud`` (where google-auth looks for application-default credentials)."""
+    if os.environ.get("CLOUDSDK_CONFIG"):
+        return Path(os.environ["CLOUDSDK_CONFIG"])
+    if _WINDOWS:
+        return Path(os.environ.get("APPDATA") or os.environ.get("SystemDrive", "C:") + "\\") / "gcloud"
+    return Path(os.path.expanduser("~")) / ".config" / "gcloud"
+
+
+_WINDOWS = os.name == "nt"
+DMI_PRODUCT_NAME = Path("/sys/class/dmi/id/product_name")
+"""Linux's BIOS product name; "Google Compute Engine" on Compute Engine, GKE and Colab machines."""
+
+GOOGLE_CLOUD_ENV = ("GCE_METADATA_HOST", "GCE_METADATA_IP", "K_SERVICE", "CLOUD_RUN_JOB", "GAE_ENV")
+"""Environment variables set on Google Cloud runtimes (Compute Engine metadata overrides, Cloud
+Run and Cloud Functions, App Engine), where credentials come from the metadata server."""
+
+
+def _on_google_cloud() -> bool:
+    """Whether this looks like a Google Cloud machine (its metadata server gives credentials):
+    one of :data:`GOOGLE_CLOUD_ENV`, or a Compute Engine BIOS name (Linux; no network)."""
+    if any(os.environ.get(v) for v in GOOGLE_CLOUD_ENV):
+        return True
+    try:
+        return DMI_PRODUCT_NAME.read_text(encoding="ascii").startswith("Google")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _credentials_found(ee: Any) -> bool:
+    """Whether Earth Engine could find credentials here, checked offline: the EE credentials
+    file (``ee.oauth.get_credentials_path()``), ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud
+    application-default credentials (:func:`_gcloud_config_dir`), or a Google Cloud machine."""
+    oauth = getattr(ee, "oauth", None)
+    ee_file = (Path(oauth.get_credentials_path()) if hasattr(oauth, "get_credentials_path")
+               else Path(os.path.expanduser("~")) / ".config" / "earthengine" / "credentials")
+    candidates = [ee_file, _gcloud_config_dir() / "application_default_credentials.json"]
     if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
         candidates.append(Path(os.environ["GOOGLE_APPLICATION_CREDENTIALS"]))
-    return any(p.is_file() for p in candidates)
+    return any(p.is_file() for p in candidates) or _on_google_cloud()
 
 
-def initialize(project: str | None = None, timeout_s: float = INIT_TIMEOUT_S) -> bool:
+def initialize(project: str | None = None, timeout_s: float = INIT_TIMEOUT_S, credentials: Any = "persistent") -> bool:
     """Initialise Earth Engine; return True, or raise :class:`EarthEngineUnavailable` saying how
     to fix it.
 
-    Fails fast offline: the package, local credentials and a project id (argument, else
-    ``$AEF_LITE_EE_PROJECT``, else ``$GOOGLE_CLOUD_PROJECT``) are checked before any network
-    call, and ``ee.Initialize`` itself runs in a daemon thread abandoned after ``timeout_s``.
-    Afterwards every request gets a deadline of ``REQUEST_DEADLINE_MS``. Already initialised:
-    returns True at once.
+    ``project``: the Google Cloud project (argument, else ``$AEF_LITE_EE_PROJECT``, else
+    ``$GOOGLE_CLOUD_PROJECT``, else None: ``ee.Initialize`` then uses the project stored by
+    ``earthengine set_project``, the credentials' quota project, or a service account's own).
+    ``credentials``: passed to ``ee.Initialize`` (e.g. ``ee.ServiceAccountCredentials(...)``);
+    with the default ``"persistent"`` the credentials Earth Engine would look for are checked
+    offline first (:func:`_credentials_found`), so a machine without any fails at once.
+    ``ee.Initialize`` runs in a daemon thread abandoned after ``timeout_s``; once it succeeds
+    (even after the timeout), every request gets a deadline of ``REQUEST_DEADLINE_MS``.
+    Already initialised: returns True at once.
     """
     ee = _ee()
     if ee.data.is_initialized():
         return True
-    if not _credentials_found():
+    if isinstance(credentials, str) and credentials == "persistent" and not _credentials_found(ee):
         raise EarthEngineUnavailable(f"no Earth Engine credentials found. {_HOW_TO}")
-    project = project or os.environ.get(PROJECT_ENV) or os.environ.get("GOOGLE_CLOUD_PROJECT")
-    if not project:
-        raise EarthEngineUnavailable(f"no Google Cloud project given. {_HOW_TO}")
+    project = project or os.environ.get(PROJECT_ENV) or os.environ.get("GOOGLE_CLOUD_PROJECT") or None
     outcome: list[BaseException | None] = []
 
     def attempt() -> None:
         try:
-            ee.Initialize(project=project)
+            ee.Initialize(credentials=credentials, project=project)
+            ee.data.setDeadline(REQUEST_DEADLINE_MS)  # here, so that a late success still sets it
             outcome.append(None)
         except Exception as err:  # any failure means "unavailable"; reported below
             outcome.append(err)
@@ -128,14 +169,12 @@ def initialize(project: str | None = None, timeout_s: float = INIT_TIMEOUT_S) ->
     worker = threading.Thread(target=attempt, daemon=True, name="ee-initialize")
     worker.start()
     worker.join(timeout_s)
+    call = f"ee.Initialize(project={project!r})"
     if not outcome:
-        raise EarthEngineUnavailable(f"ee.Initialize(project={project!r}) did not finish within "
-                                     f"{timeout_s:g} s (no network?). {_HOW_TO}")
+        raise EarthEngineUnavailable(f"{call} did not finish within {timeout_s:g} s (no network?). {_HOW_TO}")
     if outcome[0] is not None:
         err = outcome[0]
-        raise EarthEngineUnavailable(f"ee.Initialize(project={project!r}) failed: "
-                                     f"{type(err).__name__}: {err}. {_HOW_TO}") from err
-    ee.data.setDeadline(REQUEST_DEADLINE_MS)
+        raise EarthEngineUnavailable(f"{call} failed: {type(err).__name__}: {err}. {_HOW_TO}") from err
     return True
 
 
@@ -167,7 +206,9 @@ def year_range(year: int) -> tuple[str, str]:
 
 def utm_grid(lon: float, lat: float, size_px: int, scale_m: float = SCALE_M) -> dict[str, Any]:
     """computePixels ``grid`` of ``size_px`` x ``size_px`` north-up pixels of ``scale_m`` metres in
-    the point's standard UTM zone, centred on (lon, lat) and snapped to multiples of ``scale_m``.
+    the point's standard UTM zone, on the lattice of multiples of ``scale_m`` and centred on
+    (lon, lat): for even ``size_px`` the pixel corner nearest the point is the grid's centre, for
+    odd ``size_px`` the point lies in the central pixel.
 
     Returns ``{"dimensions": {"width", "height"}, "affineTransform": {"scaleX", "shearX",
     "translateX", "shearY", "scaleY", "translateY"}, "crsCode": "EPSG:326zz"}``.
@@ -175,9 +216,10 @@ def utm_grid(lon: float, lat: float, size_px: int, scale_m: float = SCALE_M) -> 
     if size_px < 1:
         raise ValueError(f"size_px must be >= 1, got {size_px}")
     easting, northing, zone, north = lonlat_to_utm(lon, lat)
-    half = size_px * scale_m / 2
-    x0 = float(np.round(float(easting) / scale_m) * scale_m - half)
-    y0 = float(np.round(float(northing) / scale_m) * scale_m + half)
+    snap = np.round if size_px % 2 == 0 else np.floor  # a lattice corner, or the corner of the point's pixel
+    half = size_px // 2
+    x0 = float((snap(float(easting) / scale_m) - half) * scale_m)
+    y0 = float((snap(float(northing) / scale_m) + (size_px - half)) * scale_m)
     return {"dimensions": {"width": size_px, "height": size_px},
             "affineTransform": {"scaleX": scale_m, "shearX": 0.0, "translateX": x0,
                                 "shearY": 0.0, "scaleY": -scale_m, "translateY": y0},

@@ -27,8 +27,8 @@ bands ``A00``..``A63`` per pixel, ``-128`` = no data, as ``.npz`` (numpy only) o
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +36,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from aef_lite.data import Batch, Sample, SourceBatch, annual_period, cut_tile, make_batch, tile_grid
+from aef_lite.data import (
+    Batch,
+    Sample,
+    SourceBatch,
+    annual_period,
+    check_sample_grid,
+    check_tile_multiple,
+    cut_tile,
+    make_batch,
+    read_npz,
+    tile_grid,
+)
+from aef_lite.fileio import atomic_path, atomic_write
 from aef_lite.model import AEFModel
 from aef_lite.quantization import NODATA, band_names, dequantize, quantize
 from aef_lite.support import MAX_FRAMES, support_of
@@ -68,7 +80,7 @@ class EmbeddingField:
     @property
     def valid(self) -> np.ndarray:
         """(H, W) bool, True where the pixel holds an embedding."""
-        return np.isfinite(self.emb).all(axis=0)
+        return _valid_pixels(self.emb)
 
     def to_xarray(self) -> xarray.DataArray:
         """The field as an ``xarray.DataArray`` (band, y, x) with its CRS; see :func:`aef_lite.geoio.to_xarray`."""
@@ -84,8 +96,7 @@ class EmbeddingField:
 
 
 def _check_tiling(tile: int, overlap: int) -> None:
-    if tile < 16 or tile % 16:
-        raise ValueError(f"tile must be a positive multiple of 16 px, got {tile}")
+    check_tile_multiple(tile)  # a scene smaller than the tile is padded (see reflect_pad)
     if not 0 <= overlap < tile or overlap % 2:
         raise ValueError(f"overlap={overlap} must be even and satisfy 0 <= overlap < tile ({tile}): "
                          "each tile gives up overlap / 2 px on its interior sides")
@@ -158,6 +169,7 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
     _check_tiling(tile, overlap)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_sample_grid(sample)
     span = annual_period(sample) if period is None else np.asarray(period, dtype=np.float64)
     scene = support_of(sample, span)
     padded, top, left = reflect_pad(scene, overlap // 2, tile)
@@ -165,8 +177,8 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
     weight_tile = window[:, None] * window[None, :]  # (tile, tile)
 
     device = next(model.parameters()).device
-    acc = np.zeros((model.config.embed_dim, padded.height, padded.width), dtype=np.float32)
-    weight = np.zeros((padded.height, padded.width), dtype=np.float32)
+    out = np.zeros((model.config.embed_dim, height, width), dtype=np.float32)  # accumulated in place
+    weight = np.zeros((height, width), dtype=np.float32)
     corners = tile_grid(padded.height, padded.width, tile, overlap)
     todo = [(r, c) for r, c in corners if _has_valid_pixel(cut_tile(padded, r, c, tile))]
     for i in range(0, len(todo), batch_size):
@@ -175,26 +187,59 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
                                       max_frames=max_frames), device)
         emb = model.embed(batch).to(torch.float32).cpu().numpy()  # (b, E, tile, tile)
         for (r, c), e in zip(chunk, emb, strict=True):
-            acc[:, r:r + tile, c:c + tile] += e * weight_tile
-            weight[r:r + tile, c:c + tile] += weight_tile
-    out = acc[:, top:top + height, left:left + width]
-    covered = weight[top:top + height, left:left + width] > 0
+            # the part of the tile inside the original scene (padding is never accumulated)
+            r0, r1 = max(r, top), min(r + tile, top + height)
+            c0, c1 = max(c, left), min(c + tile, left + width)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            w = weight_tile[r0 - r:r1 - r, c0 - c:c1 - c]
+            out[:, r0 - top:r1 - top, c0 - left:c1 - left] += e[:, r0 - r:r1 - r, c0 - c:c1 - c] * w
+            weight[r0 - top:r1 - top, c0 - left:c1 - left] += w
     norm = np.linalg.norm(out, axis=0)
-    out = np.where(covered & (norm > 0), out / np.maximum(norm, 1e-12), np.nan).astype(np.float32)
+    out /= np.maximum(norm, 1e-12)
+    out[:, (weight <= 0) | (norm <= 0)] = np.nan
     return EmbeddingField(emb=out, period=span, crs=sample.crs, transform=list(sample.transform),
                           pixel_size_m=float(sample.pixel_size_m), name=sample.name)
 
 
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it onto ``path`` (os.replace), on
-    failure delete it. Readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+EXPORT_BLOCK_PIXELS = 1 << 18
+"""Pixels of one band quantised and written at a time by :func:`save_field` and
+:func:`save_geotiff`, which bounds their extra memory (a few MiB) whatever the field size."""
+
+
+GDAL_CACHE_MB = 64
+"""GDAL's block cache while :func:`save_geotiff` writes (MiB)."""
+GEOTIFF_TILE = 256
+"""Side of the GeoTIFF's internal tiles (px)."""
+
+
+def _valid_pixels(emb: np.ndarray) -> np.ndarray:
+    """(H, W) bool, True where every band of ``emb`` (E, H, W) is finite (one band at a time)."""
+    valid = np.ones(emb.shape[1:], dtype=bool)
+    for band in emb:
+        valid &= np.isfinite(band)
+    return valid
+
+
+def _code_blocks(field: EmbeddingField, rows_multiple: int = 1) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """The field's int8 codes (:func:`aef_lite.quantization.quantize`) block by block in C order
+    of (E, H, W): ``(band, row_start, row_stop, codes (rows, W))``, every block of band 0, then
+    of band 1, ...; identical to quantising the whole field. Blocks span a multiple of
+    ``rows_multiple`` rows (except the last of each band)."""
+    emb = field.emb
+    valid = _valid_pixels(emb)
+    bands, height, width = emb.shape
+    step = max(1, EXPORT_BLOCK_PIXELS // max(width, 1))
+    step = max(rows_multiple, step // rows_multiple * rows_multiple)
+    for b in range(bands):
+        for r0 in range(0, height, step):
+            r1 = min(height, r0 + step)
+            yield b, r0, r1, quantize(emb[b:b + 1, r0:r1], dim=0, valid=valid[r0:r1])[0]
+
+
+def _write_npy_member(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def save_field(field: EmbeddingField, path: str | os.PathLike[str]) -> Path:
@@ -202,18 +247,25 @@ def save_field(field: EmbeddingField, path: str | os.PathLike[str]) -> Path:
 
     Arrays: ``emb`` (64, H, W) int8 (:func:`aef_lite.quantization.quantize`, ``-128`` = no data),
     ``bands`` ["A00", ..., "A63"], ``crs``, ``transform`` (6,), ``period`` (2,), ``pixel_size_m``,
-    ``name``. The file is written to a temporary name and moved into place atomically.
-    Returns the path written.
+    ``name``. The codes are computed and compressed block by block (:data:`EXPORT_BLOCK_PIXELS`),
+    so the memory needed beyond the field itself does not grow with its size; ``np.load`` reads
+    the file like one written by ``np.savez_compressed``. The file is written to a temporary name
+    and moved into place atomically. Returns the path written.
     """
     path = Path(path)
-    codes = quantize(np.nan_to_num(field.emb, nan=0.0), dim=0, valid=field.valid)
-    with _atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(
-            fh, emb=codes, bands=np.array(band_names(codes.shape[0])), crs=np.array(field.crs),
-            transform=np.asarray(field.transform, dtype=np.float64),
-            period=np.asarray(field.period, dtype=np.float64),
-            pixel_size_m=np.float64(field.pixel_size_m), name=np.array(field.name),
-        )
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int8)), "fortran_order": False,
+              "shape": tuple(field.emb.shape)}
+    with atomic_write(path) as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            with zf.open("emb.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, header)
+                for *_, codes in _code_blocks(field):
+                    member.write(codes.tobytes())
+            for name, array in (("bands", np.array(band_names(field.emb.shape[0]))), ("crs", np.array(field.crs)),
+                                ("transform", np.asarray(field.transform, dtype=np.float64)),
+                                ("period", np.asarray(field.period, dtype=np.float64)),
+                                ("pixel_size_m", np.float64(field.pixel_size_m)), ("name", np.array(field.name))):
+                _write_npy_member(zf, name, array)
         fh.flush()
         os.fsync(fh.fileno())
     return path
@@ -225,34 +277,42 @@ def load_field(path: str | os.PathLike[str]) -> EmbeddingField:
     Dequantised vectors are unit norm only up to the quantisation error (cosine >= 0.9997, see
     ``quantization.py``).
     """
-    with np.load(path, allow_pickle=False) as npz:
-        return EmbeddingField(emb=dequantize(npz["emb"]), period=npz["period"].astype(np.float64),
-                              crs=str(npz["crs"]), transform=[float(v) for v in npz["transform"]],
-                              pixel_size_m=float(npz["pixel_size_m"]), name=str(npz["name"]))
+    npz = read_npz(path)
+    missing = sorted({"emb", "period", "crs", "transform", "pixel_size_m", "name"} - set(npz))
+    if missing:
+        raise ValueError(f"{path} is not an embedding field file: it lacks {missing}")
+    return EmbeddingField(emb=dequantize(npz["emb"]), period=npz["period"].astype(np.float64),
+                          crs=str(npz["crs"]), transform=[float(v) for v in npz["transform"]],
+                          pixel_size_m=float(npz["pixel_size_m"]), name=str(npz["name"]))
 
 
 def save_geotiff(field: EmbeddingField, path: str | os.PathLike[str]) -> Path:
     """Write ``field`` as a 64-band int8 GeoTIFF like ``GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL``.
 
     Bands carry the descriptions ``A00``..``A63``; the scene's CRS and transform; nodata ``-128``;
-    DEFLATE compression. Written atomically. Needs rasterio (``pip install aef-lite[prep]``).
+    DEFLATE compression, band-interleaved 256 px tiles. Written atomically and block by block
+    (bounded extra memory). Needs rasterio (``pip install aef-lite[prep]``).
     Returns the path written.
     """
     try:
         import rasterio
         from rasterio.transform import Affine
+        from rasterio.windows import Window
     except ImportError as err:
         raise ImportError("save_geotiff needs rasterio: pip install 'aef-lite[prep]' (or pip install "
                           "rasterio); save_field writes the same codes as .npz with numpy only") from err
     path = Path(path)
-    codes = quantize(np.nan_to_num(field.emb, nan=0.0), dim=0, valid=field.valid)
-    bands, height, width = codes.shape
+    bands, height, width = field.emb.shape
     profile = dict(driver="GTiff", dtype="int8", count=bands, height=height, width=width,
                    crs=field.crs, transform=Affine(*field.transform[:6]), nodata=NODATA,
-                   compress="deflate")
-    with _atomic_path(path) as tmp:
+                   compress="deflate", interleave="band", tiled=True, blockxsize=GEOTIFF_TILE,
+                   blockysize=GEOTIFF_TILE)
+    # Band-interleaved tiles written a band and a row of tiles at a time: each block is complete
+    # when GDAL flushes it, so its small cache never has to hold the whole image.
+    with atomic_path(path) as tmp, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(codes)
+            for b, r0, r1, codes in _code_blocks(field, rows_multiple=GEOTIFF_TILE):
+                dst.write(codes, b + 1, window=Window(0, r0, width, r1 - r0))
             dst.descriptions = tuple(band_names(bands))
             dst.update_tags(period_days=" ".join(f"{v:.6f}" for v in field.period),
                             source_sample=field.name)

@@ -116,8 +116,12 @@ def load_pretrained(path_or_repo_id: str | os.PathLike[str], revision: str | Non
         cfg = AEFConfig(**config["model_config"])
     except TypeError as err:
         raise ValueError(f"{root / CONFIG_NAME}: model_config has unknown or missing fields ({err})") from err
+    with open(weights, "rb"):  # unreadable (e.g. PermissionError) is not corrupt: OSError propagates
+        pass
     try:
         tensors = load_file(str(weights))
+    except OSError:
+        raise
     except Exception as err:  # safetensors raises its own error type for damaged files
         raise ValueError(f"{weights} is not a readable safetensors file ({type(err).__name__}: {err})") from err
     model = AEFModel(cfg)

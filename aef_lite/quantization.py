@@ -39,6 +39,7 @@ differs from 1 by at most ``||v - x||``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import TypeVar
 
 import numpy as np
@@ -100,16 +101,60 @@ def bytes_per_pixel(n: int = 64) -> int:
     return int(n) * np.dtype(np.int8).itemsize
 
 
+QUANT_BLOCK_ELEMENTS: int = 1 << 20
+"""Values quantised per block: the float64 temporaries of :func:`quantize` stay a few multiples
+of 8 MiB whatever the input size (the result is identical for any block size: the code of each
+value depends on that value and its pixel's mask only)."""
+
+
+def _blocks(shape: tuple[int, ...], limit: int) -> Iterator[tuple[slice, ...]]:
+    """Index tuples of C-order blocks covering an array of ``shape``, each of at most ``limit``
+    elements (or one row of the innermost axis where that alone is larger)."""
+    if len(shape) <= 1 or math.prod(shape) <= limit:
+        yield ()
+        return
+    inner = math.prod(shape[1:])
+    if inner <= limit:
+        step = max(1, limit // max(inner, 1))
+        for i in range(0, shape[0], step):
+            yield (slice(i, i + step),)
+        return
+    for i in range(shape[0]):
+        for sub in _blocks(shape[1:], limit):
+            yield (slice(i, i + 1), *sub)
+
+
+def _quantize_block(x: np.ndarray, valid_b: np.ndarray | None) -> np.ndarray:
+    """int8 codes of one block, in float64 (``valid_b``: the block's mask, broadcast over bands)."""
+    x = x.astype(np.float64)
+    xv = x if valid_b is None else np.where(valid_b, x, 0.0)
+    if not np.isfinite(xv).all():
+        raise ValueError(
+            "emb contains NaN/inf at valid pixels; pass valid=mask (False = no data) to mark them"
+        )
+    if xv.size and np.abs(xv).max() > 1.0 + _RANGE_TOL:
+        raise ValueError(
+            f"emb values must lie in [-1, 1] (unit-vector components); found |x| = "
+            f"{np.abs(xv).max():.6g}"
+        )
+    q = np.rint(QUANT_SCALE * np.sign(xv) * np.sqrt(np.abs(xv)))
+    q = np.clip(q, -127, 127).astype(np.int8)
+    if valid_b is not None:
+        q = np.where(valid_b, q, np.int8(NODATA)).astype(np.int8)
+    return q
+
+
 def _quantize_np(x: np.ndarray, dim: int, valid: np.ndarray | None) -> np.ndarray:
-    """Core in numpy float64. x: any shape with the band axis at ``dim``."""
+    """Core in numpy float64, block by block (:data:`QUANT_BLOCK_ELEMENTS`). x: any shape with
+    the band axis at ``dim``."""
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"emb must be a floating-point array, got dtype {x.dtype}")
-    x = x.astype(np.float64, copy=False)
     if x.ndim == 0:
         raise ValueError("emb must have at least one dimension (the band axis)")
     if not -x.ndim <= dim < x.ndim:
         raise ValueError(f"dim={dim} out of range for emb with {x.ndim} dimensions")
     axis = dim % x.ndim
+    valid_b = None
     if valid is not None:
         valid = np.asarray(valid)
         if valid.dtype != np.bool_:
@@ -120,25 +165,11 @@ def _quantize_np(x: np.ndarray, dim: int, valid: np.ndarray | None) -> np.ndarra
                 f"valid must have the shape of emb without the band axis {expected}, "
                 f"got {valid.shape}"
             )
-        valid_b = np.expand_dims(valid, axis)  # broadcast over bands
-        xv = np.where(valid_b, x, 0.0)
-    else:
-        valid_b = None
-        xv = x
-    if not np.isfinite(xv).all():
-        raise ValueError(
-            "emb contains NaN/inf at valid pixels; pass valid=mask (False = no data) to mark them"
-        )
-    if xv.size and np.abs(xv).max() > 1.0 + _RANGE_TOL:
-        raise ValueError(
-            f"emb values must lie in [-1, 1] (unit-vector components); max |x| = "
-            f"{np.abs(xv).max():.6g}"
-        )
-    q = np.rint(QUANT_SCALE * np.sign(xv) * np.sqrt(np.abs(xv)))
-    q = np.clip(q, -127, 127).astype(np.int8)
-    if valid_b is not None:
-        q = np.where(valid_b, q, np.int8(NODATA)).astype(np.int8)
-    return q
+        valid_b = np.broadcast_to(np.expand_dims(valid, axis), x.shape)  # a view over the bands
+    out = np.empty(x.shape, dtype=np.int8)
+    for block in _blocks(x.shape, QUANT_BLOCK_ELEMENTS):
+        out[block] = _quantize_block(x[block], None if valid_b is None else valid_b[block])
+    return out
 
 
 def quantize(emb: ArrayT, dim: int = 1, valid: ArrayT | None = None) -> ArrayT:
@@ -162,7 +193,8 @@ def quantize(emb: ArrayT, dim: int = 1, valid: ArrayT | None = None) -> ArrayT:
     if torch.is_tensor(emb):
         if not emb.is_floating_point():
             raise ValueError(f"emb must be a floating-point tensor, got dtype {emb.dtype}")
-        x_np = emb.detach().cpu().to(torch.float64).numpy()
+        x_np = emb.detach().cpu()
+        x_np = (x_np if x_np.dtype in (torch.float32, torch.float64) else x_np.float()).numpy()  # exact widening
         v_np = None
         if valid is not None:
             if not torch.is_tensor(valid):

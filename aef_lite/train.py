@@ -15,8 +15,8 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from tqdm import tqdm  # the terminal bar: tqdm.auto warns on stderr in Jupyter 
 from aef_lite.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from aef_lite.config import AEFConfig, TrainConfig
 from aef_lite.data import Batch, SourceBatch
+from aef_lite.fileio import folder_lock, remove_stale_temporaries, write_text
 from aef_lite.model import AEFModel
 from aef_lite.objective import AEFObjective, validation_loss
 from aef_lite.sampling import VAL_STREAM, draw_batch, load_sites, step_batch, step_seed
@@ -153,6 +154,36 @@ class _Meter:
         return out
 
 
+RESUME_MAY_CHANGE = frozenset({"steps", "out_dir", "progress", "device", "threads", "bf16", "log_every", "val_every"})
+"""TrainConfig fields a resumed run may change; any other change (seed, batch size, lr, ckpt_every,
+data, loss weights, ...) would silently make a run that no uninterrupted run matches."""
+
+
+def resolve_resume(resume: str | os.PathLike[str]) -> Path:
+    """A checkpoint file as is; a run folder -> its latest ``ckpt_<step>.pt``."""
+    path = Path(resume)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no ckpt_<step>.pt in {path} to resume from")
+        return found
+    return path
+
+
+def check_resume(ckpt: dict, cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
+    """Raise ``ValueError`` if ``cfg`` changes a field outside :data:`RESUME_MAY_CHANGE` of the
+    checkpoint's run, or if that run already reached ``cfg.steps``."""
+    saved, wanted = TrainConfig(**ckpt["train_config"]).to_dict(), cfg.to_dict()
+    changed = [k for k in wanted if k not in RESUME_MAY_CHANGE and saved.get(k) != wanted[k]]
+    if changed:
+        diff = ", ".join(f"{k}={saved.get(k)!r} (requested {wanted[k]!r})" for k in changed)
+        raise ValueError(f"cannot resume {path} with a different recipe: {diff}; resume with the run's own "
+                         "settings or start a new run in another folder")
+    if int(ckpt["step"]) >= cfg.steps:
+        raise ValueError(f"{path} is at step {ckpt['step']}, already at or past the end of the run "
+                         f"(steps={cfg.steps}): nothing to resume; pass more steps to train further")
+
+
 def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = None,
           resume: str | os.PathLike[str] | None = None) -> TrainResult:
     """Train (or resume) a model on the real samples; works alone or under ``torchrun``.
@@ -164,25 +195,41 @@ def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = No
         resume: a checkpoint to continue from (model, text tower, optimizer, step, history), or
             a run folder (its latest ``ckpt_<step>.pt``). Continuing to step N with the same
             ``train_cfg`` gives the same weights as an uninterrupted run to N (a different
-            ``steps`` changes the learning-rate schedule).
+            ``steps`` changes the learning-rate schedule). Only the fields in
+            :data:`RESUME_MAY_CHANGE` may differ from the checkpoint's run; ``history.jsonl`` is
+            rewritten from the checkpoint's history (steps logged after it are dropped).
 
     Returns:
         :class:`TrainResult`. Only rank 0 writes files (checkpoints ``ckpt_<step>.pt`` every
-        ``ckpt_every`` steps and at the end, ``history.jsonl``).
+        ``ckpt_every`` steps and at the end, ``history.jsonl``), holding the folder's lock
+        (:func:`aef_lite.fileio.folder_lock`) for the whole run; at the start it removes the
+        temporary files a killed run of that folder left.
+
+    Raises:
+        FolderLocked: another process is training into ``train_cfg.out_dir``.
+        ValueError: a resume that changes the recipe or is already at ``steps``; a bad checkpoint.
     """
-    if resume is not None and Path(resume).is_dir():
-        found = latest_checkpoint(resume)
-        if found is None:
-            raise FileNotFoundError(f"no ckpt_<step>.pt in {resume} to resume from")
-        resume = found
+    resume = resolve_resume(resume) if resume is not None else None
     ckpt = load_checkpoint(resume, model_cfg) if resume is not None else None
     if model_cfg is None:
         model_cfg = AEFConfig(**ckpt["config"]) if ckpt else AEFConfig.tiny()
     if train_cfg is None:
         train_cfg = TrainConfig(**ckpt["train_config"]) if ckpt else TrainConfig()
     cfg = train_cfg
+    if ckpt is not None:
+        check_resume(ckpt, cfg, resume)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
     use_cuda = cfg.device.startswith("cuda") and torch.cuda.is_available()
-    with _distributed(torch.device("cuda" if use_cuda else "cpu")) as env, _cpu_threads(cfg.threads):
+    with (_distributed(torch.device("cuda" if use_cuda else "cpu")) as env, _cpu_threads(cfg.threads),
+          ExitStack() as held):
+        writes = env.main and out_dir is not None
+        if writes:  # one run per folder; what a killed run of it left is removed
+            held.enter_context(folder_lock(out_dir))
+            remove_stale_temporaries(out_dir)
+            if ckpt is None:  # a fresh run starts a fresh log
+                (out_dir / "history.jsonl").unlink(missing_ok=True)
+            else:  # the log of the resumed run up to its checkpoint, not the steps logged after it
+                write_text(out_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in ckpt["history"]))
         device = _resolve_device(cfg.device, env.local_rank)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -203,12 +250,6 @@ def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = No
         sites = load_sites(cfg.sites, cfg.tile, cfg.frames_window_days)
         val = [_to_device(draw_batch(s.val, np.random.default_rng(step_seed(cfg.seed, VAL_STREAM, i)), cfg)[0], device)
                for s in sites for i in range(cfg.val_batches)]
-        out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
-        writes = env.main and out_dir is not None
-        if writes:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            if start == 0:  # a fresh run starts a fresh log
-                (out_dir / "history.jsonl").unlink(missing_ok=True)
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
                     else nullcontext())
         meter, last_ckpt = _Meter(list(model_cfg.sources), device), None
@@ -251,35 +292,72 @@ def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = No
     return TrainResult(model.eval(), text_tower.eval(), history, last_ckpt, out_dir)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m aef_lite.train --steps 400 --out runs/tiny`` (also under ``torchrun``)."""
+TRAIN_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "log_every", "val_every", "ckpt_every")
+"""Command-line options that map one to one onto TrainConfig fields."""
+
+
+def _configs(args: argparse.Namespace) -> tuple[AEFConfig | None, TrainConfig, Path | None]:
+    """(model config or None = the checkpoint's, run config, checkpoint to resume) of the command line.
+
+    Options not given take TrainConfig's defaults, or, with ``--resume``, the resumed run's
+    settings (and its folder as ``--out``), so that a resume repeats nothing and any option given
+    is checked against the run (:func:`check_resume`).
+    """
+    given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    if args.threads is not None:
+        if args.threads < 0:
+            raise ValueError(f"--threads must be >= 0 (0: leave torch's setting), got {args.threads}")
+        given["threads"] = args.threads or None
+    if args.bf16:
+        given["bf16"] = True
+    model_cfg = None if args.preset is None else AEFConfig.small() if args.preset == "small" else AEFConfig.tiny()
+    run = {"progress": not args.no_progress, **({"out_dir": args.out} if args.out is not None else {})}
+    if args.resume is None:
+        model_cfg = model_cfg or AEFConfig.tiny()
+        return model_cfg, TrainConfig(**{**given, **run, "tile": model_cfg.tile_size}), None
+    resume = resolve_resume(args.resume)
+    ckpt = load_checkpoint(resume, model_cfg)
+    saved = TrainConfig(**ckpt["train_config"])
+    return model_cfg, replace(saved, **{"out_dir": str(resume.parent), **given, **run}), resume
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m aef_lite.train") -> None:
+    """``python -m aef_lite.train --steps 400 --out runs/tiny`` (also under ``torchrun``).
+
+    A bad option, folder or checkpoint ends in one line on stderr and exit code 2.
+    """
+    from aef_lite.cli import OneLineParser, run_command
+
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m aef_lite.train", description=main.__doc__)
-    parser.add_argument("--preset", choices=["tiny", "small"], default="tiny", help="model size")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default=defaults.device, help="cpu or cuda")
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads (0: leave as is)")
+    parser = OneLineParser(prog=prog, description=main.__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=["tiny", "small"], default=None, help="model size (default tiny)")
+    parser.add_argument("--steps", type=int, default=None, help=f"total steps (default {defaults.steps})")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"default {defaults.batch_size}")
+    parser.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {defaults.lr:g})")
+    parser.add_argument("--seed", type=int, default=None, help=f"default {defaults.seed}")
+    parser.add_argument("--device", default=None, help=f"cpu or cuda (default {defaults.device})")
+    parser.add_argument("--threads", type=int, default=None,
+                        help=f"torch CPU threads (0: leave as is; default {defaults.threads})")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
-    parser.add_argument("--log-every", type=int, default=defaults.log_every)
-    parser.add_argument("--val-every", type=int, default=defaults.val_every)
-    parser.add_argument("--ckpt-every", type=int, default=defaults.ckpt_every)
-    parser.add_argument("--out", default=defaults.out_dir, help="output folder (checkpoints, history.jsonl)")
-    parser.add_argument("--resume", default=None, help="checkpoint (or run folder) to continue from")
+    parser.add_argument("--log-every", type=int, default=None, help=f"default {defaults.log_every}")
+    parser.add_argument("--val-every", type=int, default=None, help=f"default {defaults.val_every}")
+    parser.add_argument("--ckpt-every", type=int, default=None, help=f"default {defaults.ckpt_every}")
+    parser.add_argument("--out", default=None, help=f"output folder (checkpoints, history.jsonl; default "
+                        f"{defaults.out_dir}, or the resumed checkpoint's folder)")
+    parser.add_argument("--resume", default=None, help="checkpoint (or run folder) to continue from; options "
+                        "not given keep the run's settings")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    model_cfg = AEFConfig.small() if args.preset == "small" else AEFConfig.tiny()
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                      threads=args.threads or None, bf16=args.bf16, log_every=args.log_every, val_every=args.val_every,
-                      ckpt_every=args.ckpt_every, out_dir=args.out, progress=not args.no_progress,
-                      tile=model_cfg.tile_size)
-    result = train(model_cfg, cfg, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0 and result.history:
-        last = result.history[-1]
-        summary = {k: round(v, 4) for k, v in last.items() if k in ("step", "total", "val_reconstruction")}
-        print(json.dumps({**summary, "checkpoint": str(result.checkpoint)}))
+
+    def run() -> None:
+        model_cfg, cfg, resume = _configs(args)
+        result = train(model_cfg, cfg, resume=resume)
+        if int(os.environ.get("RANK", "0")) == 0 and result.history:
+            last = result.history[-1]
+            summary = {k: round(v, 4) for k, v in last.items() if k in ("step", "total", "val_reconstruction")}
+            print(json.dumps({**summary, "checkpoint": str(result.checkpoint)}))
+
+    run_command(prog, run)
 
 
 if __name__ == "__main__":

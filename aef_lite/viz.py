@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from matplotlib.legend import Legend
 from matplotlib.patches import Patch
 
 from aef_lite.data import LabelMap, Sample, SourceSeries
+from aef_lite.fileio import write_text
 from aef_lite.geo import pixel_bounds_lonlat
 
 Bounds = tuple[tuple[float, float], tuple[float, float]]
@@ -366,18 +366,8 @@ def folium_overlay(rgb: np.ndarray, sample_or_bounds: Sample | Bounds, name: str
 
 
 def save_map(m: folium.Map, path: str | os.PathLike[str]) -> Path:
-    """Write the map as a standalone HTML file atomically (temp file in the same folder, then
+    """Write the map as a standalone HTML file atomically (:func:`aef_lite.fileio.write_text`: temp file, then
     ``os.replace``), so a reader never sees a half-written file. Returns the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    html = m.get_root().render()
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a saved map is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_text(target, m.get_root().render())

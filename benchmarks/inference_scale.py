@@ -17,8 +17,17 @@ next one's:
   allocations only; torch's allocator is invisible to tracemalloc). Both include the
   (64, H, W) float32 output array; "working" memory is the rest.
 
-Expected: time per km^2 and per tile stay flat (time linear in area) and working memory stays
-flat (tiles are streamed). Time per km^2 rises a little at small sizes because every scene is
+A second table measures the memory of the whole export path, embedding and then writing the
+int8 file (:func:`aef_lite.embed.save_field`, and :func:`aef_lite.embed.save_geotiff` when
+rasterio is installed), one fresh process per size up to 2048^2 px (the 512^2 scene mirrored
+twice; 42 km^2, a 1 GiB float32 field): the peak RSS above the RSS before each step (the peak
+mark reset as above), and the process's lifetime peak from ``resource.getrusage`` (``ru_maxrss``;
+it includes loading the scene).
+
+Expected: time per km^2 and per tile stay flat (time linear in area), working memory stays
+flat (tiles are streamed), and the export's extra memory stays flat (codes are quantised and
+written block by block; before, ``quantize`` made float64 copies of the whole field, ~2.7 KB per
+pixel). Time per km^2 rises a little at small sizes because every scene is
 covered by whole overlapping tiles: the tile pixels computed per scene pixel (``overcompute``)
 grow from 2.25 (64^2) towards 4 (stride 16 of a 32 px tile).
 
@@ -28,11 +37,15 @@ Run ``python benchmarks/inference_scale.py [--quick] [--threads N]``.
 from __future__ import annotations
 
 import argparse
+import resource
+import sys
+import tempfile
 import time
 import tracemalloc
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,7 +53,7 @@ from common import machine_info, median, print_machine
 
 from aef_lite.config import AEFConfig
 from aef_lite.data import Sample, cut_tile, load_sample, tile_grid
-from aef_lite.embed import embed_scene
+from aef_lite.embed import embed_scene, save_field, save_geotiff
 from aef_lite.model import AEFModel
 
 SCENE = "s2_brandenburg"
@@ -111,6 +124,61 @@ def measure_size(size: int, reference: int, repeats: int, threads: int) -> dict[
             "rss_peak_bytes": float(rss_peak), "numpy_peak_bytes": float(numpy_peak)}
 
 
+def _maxrss_bytes() -> int:
+    """Lifetime peak RSS of this process (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else 1024 * peak)
+
+
+def measure_export_memory(size: int, threads: int) -> dict[str, float]:
+    """Run in a fresh process: peak memory of embedding one ``size``^2 scene and of saving it."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = AEFModel(AEFConfig.tiny()).eval()
+    sample = scene(size)
+    rss_before = reset_peak_rss()
+    field = embed_scene(model, sample, tile=TILE, overlap=OVERLAP, batch_size=BATCH)
+    out = {"embed_peak_bytes": float(1024 * _status_kib("VmHWM") - rss_before)}
+    writers = {"npz": (save_field, ".npz")}
+    try:
+        import rasterio  # noqa: F401
+
+        writers["geotiff"] = (save_geotiff, ".tif")
+    except ImportError:
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (write, suffix) in writers.items():
+            rss_before = reset_peak_rss()
+            path = write(field, Path(tmp) / f"field{suffix}")
+            out[f"save_{name}_peak_bytes"] = float(1024 * _status_kib("VmHWM") - rss_before)
+            out[f"save_{name}_file_bytes"] = float(path.stat().st_size)
+    out["maxrss_bytes"] = float(_maxrss_bytes())
+    return out
+
+
+def export_memory(sizes: tuple[int, ...], threads: int) -> list[dict[str, float]]:
+    """:func:`measure_export_memory` per size, each in its own process; prints a table."""
+    rows = []
+    for size in sizes:
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            m = pool.submit(measure_export_memory, size, threads).result()
+        output = 4.0 * AEFConfig.tiny().embed_dim * size * size
+        row = {"size_px": size, "output_mib": output / 2**20, "embed_peak_mib": m["embed_peak_bytes"] / 2**20,
+               "embed_working_mib": (m["embed_peak_bytes"] - output) / 2**20, "maxrss_mib": m["maxrss_bytes"] / 2**20}
+        for name in ("npz", "geotiff"):
+            if f"save_{name}_peak_bytes" in m:
+                row[f"save_{name}_extra_mib"] = m[f"save_{name}_peak_bytes"] / 2**20
+                row[f"save_{name}_file_mib"] = m[f"save_{name}_file_bytes"] / 2**20
+        rows.append(row)
+    print(f"{'size':>9} {'output MiB':>10} {'embed peak-output MiB':>21} {'save npz extra MiB':>18} "
+          f"{'save tif extra MiB':>18} {'ru_maxrss MiB':>13}")
+    for r in rows:
+        tif = f"{r['save_geotiff_extra_mib']:18.1f}" if "save_geotiff_extra_mib" in r else f"{'-':>18}"
+        print(f"{r['size_px']:>4}x{r['size_px']:<4} {r['output_mib']:10.1f} {r['embed_working_mib']:21.1f} "
+              f"{r['save_npz_extra_mib']:18.1f} {tif} {r['maxrss_mib']:13.1f}")
+    return rows
+
+
 def main(quick: bool = False, threads: int = 1) -> dict:
     """Measure every size in its own process; print a table; return ``{"machine", "sizes": [...]}``."""
     sizes = (64, 128, 256) if quick else (64, 128, 256, 512, 1024)
@@ -146,7 +214,9 @@ def main(quick: bool = False, threads: int = 1) -> dict:
               f"{r['numpy_working_mib']:21.1f}")
     if not quick:
         print("1024x1024 is the 512x512 scene mirrored left-right and top-bottom.")
-    return {"machine": info, "sizes": rows}
+    print("\nMemory of embed + save (fresh process per size):")
+    memory = export_memory((64, 128, 256) if quick else (256, 512, 1024, 2048), threads)
+    return {"machine": info, "sizes": rows, "export_memory": memory}
 
 
 if __name__ == "__main__":

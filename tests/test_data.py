@@ -360,3 +360,83 @@ def test_annual_period_is_the_calendar_year_of_the_median_day() -> None:
     for name, year in (("landsat_colorado", "2010"), ("s2_brandenburg", "2017"), ("s2_virginia", "2016")):
         period = annual_period(load_sample(name))
         assert to_iso(period) == [f"{year}-01-01", f"{int(year) + 1}-01-01"], name
+
+
+# ---------------------------------------------------------------------------------------------
+# Silent garbage becomes a clear error
+# ---------------------------------------------------------------------------------------------
+
+
+def _tile_sample(series: SourceSeries, name: str = "synthetic") -> Sample:
+    return Sample(name=name, sources={series.sensor: series}, labels={}, crs="EPSG:32613",
+                  transform=[30.0, 0.0, 0.0, 0.0, -30.0, 0.0], pixel_size_m=30.0, meta={})
+
+
+def test_normalise_checks_finiteness_before_the_clip() -> None:
+    x = torch.full((3, 2, 2), 0.1)
+    x[0, 0, 0] = float("inf")  # the 6 sigma clip would have made this +6
+    with pytest.raises(ValueError, match="1 NaN/inf values at valid pixels"):
+        normalise(x, "landsat5")
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    mask[0, 0] = False
+    x[1, 0, 0] = float("nan")
+    z = normalise(x, "landsat5", mask)  # invalid pixels may hold anything: they become 0
+    assert torch.isfinite(z).all() and z[:, 0, 0].eq(0).all()
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_make_batch_refuses_non_finite_days(make_series: SeriesFactory, bad: float) -> None:
+    days = 15000.0 + 16.0 * np.arange(4)
+    days[2] = bad
+    tile = _tile_sample(make_series(days=days))
+    with pytest.raises(ValueError, match="days contain NaN/inf"):
+        make_batch([tile])
+    with pytest.raises(ValueError, match="period must be finite"):
+        make_batch([_tile_sample(make_series())], period=[15000.0, bad])
+
+
+def test_max_frames_picks_frames_by_time_not_position(make_series: SeriesFactory) -> None:
+    days = np.array([15030.0, 15000.0, 15020.0, 15010.0])  # unsorted
+    series = make_series(days=days)
+    batch = make_batch([_tile_sample(series)], max_frames=2)
+    sb = batch.sources["landsat7"]
+    assert sb.days[0].tolist() == [15000.0, 15030.0]  # first and last in time
+    expect = normalise(series.values[[1, 0]], "landsat7", series.mask[[1, 0]])
+    np.testing.assert_array_equal(sb.values[0].numpy(), expect)
+
+
+def test_sources_on_different_grids_are_refused(samples: dict[str, Sample]) -> None:
+    scene = samples["landsat_colorado"]
+    l7 = scene.sources["landsat7"]
+    small = replace(scene, sources={**scene.sources, "landsat7": replace(
+        l7, values=l7.values[..., :48, :48], mask=l7.mask[..., :48, :48])})
+    with pytest.raises(ValueError, match=r"share one H x W grid; got landsat5 61 x 61, landsat7 48 x 48"):
+        make_batch([small])
+
+
+def _copy_sample(tmp_path, name: str = "landsat_colorado") -> tuple:
+    src = default_data_dir()
+    for suffix in (".json", ".npz"):
+        (tmp_path / f"{name}{suffix}").write_bytes((src / f"{name}{suffix}").read_bytes())
+    return tmp_path / f"{name}.json", tmp_path / f"{name}.npz"
+
+
+def test_damaged_sample_files_give_clear_errors(tmp_path) -> None:
+    import json
+
+    json_path, npz_path = _copy_sample(tmp_path)
+    data = npz_path.read_bytes()
+    npz_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"{re.escape(str(npz_path))} is truncated or not a valid \.npz"):
+        load_sample("landsat_colorado", tmp_path)
+    npz_path.write_bytes(data)
+    meta = json.loads(json_path.read_text())
+    json_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "crs"}))
+    with pytest.raises(ValueError, match="key 'crs' is missing"):
+        load_sample("landsat_colorado", tmp_path)
+    json_path.write_text(json.dumps({**meta, "frames": meta["frames"][:-1]}))
+    with pytest.raises(ValueError, match="holds 105 frames but the metadata lists 104"):
+        load_sample("landsat_colorado", tmp_path)
+    json_path.write_text("{not json")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        load_sample("landsat_colorado", tmp_path)

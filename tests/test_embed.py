@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from aef_lite import AEFConfig, AEFModel
+from aef_lite import embed as embed_module
 from aef_lite.data import Sample, annual_period, cut_tile, make_batch, tile_grid
 from aef_lite.embed import EmbeddingField, embed_scene, load_field, save_field, save_geotiff
 from aef_lite.quantization import NODATA, band_names, quant_abs_error_bound, quantize
@@ -111,6 +112,26 @@ def test_tiles_without_valid_input_are_left_as_no_data(model: AEFModel, samples:
     np.testing.assert_allclose(np.linalg.norm(field.emb[:, :, :40], axis=0), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_scene_smaller_than_the_tile_is_padded_and_cropped_back(samples: dict[str, Sample], preset: str) -> None:
+    # landsat_colorado is 61 x 61 px: smaller than the small preset's 64 px tile (and than 64 for tiny)
+    scene = samples["landsat_colorado"]
+    torch.manual_seed(0)
+    cfg = AEFConfig.small() if preset == "small" else AEFConfig.tiny(tile_size=64)
+    net = AEFModel(cfg).eval()
+    field = embed_scene(net, scene, max_frames=4)
+    assert field.emb.shape == (64, 61, 61) and field.valid.all()
+    np.testing.assert_allclose(np.linalg.norm(field.emb, axis=0), 1.0, atol=1e-5)
+    # the same as embedding the scene padded by hand with masked pixels to one 64 px tile
+    padded = {k: replace(s, values=np.pad(s.values, ((0, 0), (0, 0), (0, 3), (0, 3))),
+                         mask=np.pad(s.mask, ((0, 0), (0, 3), (0, 3))))
+              for k, s in scene.sources.items()}
+    batch = make_batch([replace(scene, sources=padded, labels={})], period=field.period, max_frames=4)
+    np.testing.assert_allclose(field.emb, net.embed(batch)[0, :, :61, :61].numpy(), atol=1e-6)
+    wide = _crop(samples["s2_brandenburg"], 0, 0, 40, 96)  # smaller than the tile along one axis only
+    assert embed_scene(net, wide).emb.shape == (64, 40, 96)
+
+
 @pytest.fixture()
 def field(model: AEFModel, samples: dict[str, Sample]) -> EmbeddingField:
     return embed_scene(model, _crop(samples["s2_brandenburg"], 0, 0, 48, 64), tile=TILE, overlap=OVERLAP)
@@ -139,14 +160,44 @@ def test_failed_save_keeps_old_file_and_leaves_no_temp(field: EmbeddingField, tm
     path = tmp_path / "field.npz"
     path.write_bytes(b"previous")
 
-    def broken(*args: object, **kwargs: object) -> None:
-        raise OSError("disk full")
+    calls = []
 
-    monkeypatch.setattr(np, "savez_compressed", broken)
+    def broken(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(1)
+        if len(calls) > 3:  # fail in the middle of the stream of blocks
+            raise OSError("disk full")
+        return quantize(*args, **kwargs)
+
+    monkeypatch.setattr(embed_module, "quantize", broken)
+    monkeypatch.setattr(embed_module, "EXPORT_BLOCK_PIXELS", 64 * 16)
     with pytest.raises(OSError, match="disk full"):
         save_field(field, path)
     assert path.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["field.npz"]
+
+
+@pytest.mark.parametrize("block", [1, 100, 64 * 48, 1 << 18])
+def test_block_by_block_export_is_bit_identical(field: EmbeddingField, tmp_path, block: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    field.emb[:, 3, 4] = np.nan  # no data
+    field.emb[:, 40, :] = np.nan
+    whole = quantize(np.nan_to_num(field.emb, nan=0.0), dim=0, valid=np.isfinite(field.emb).all(axis=0))
+    monkeypatch.setattr(embed_module, "EXPORT_BLOCK_PIXELS", block)
+    with np.load(save_field(field, tmp_path / "f.npz"), allow_pickle=False) as npz:
+        assert npz["emb"].dtype == np.int8 and npz["emb"].flags.c_contiguous
+        np.testing.assert_array_equal(npz["emb"], whole)
+    if block == 100:
+        rasterio = pytest.importorskip("rasterio")
+        monkeypatch.setattr(embed_module, "GEOTIFF_TILE", 16)  # several tiles and row blocks per band
+        with rasterio.open(save_geotiff(field, tmp_path / "f.tif")) as src:
+            np.testing.assert_array_equal(src.read(), whole)
+
+
+def test_damaged_field_file_names_the_file(field: EmbeddingField, tmp_path) -> None:
+    path = save_field(field, tmp_path / "f.npz")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=f"{path} is truncated or not a valid .npz"):
+        load_field(path)
 
 
 def test_geotiff_round_trip(field: EmbeddingField, tmp_path) -> None:
@@ -170,7 +221,6 @@ def test_geotiff_without_rasterio_says_how_to_install(field: EmbeddingField, tmp
 
 @pytest.mark.parametrize(("tile", "overlap", "match"), [
     (24, 8, "multiple of 16"),
-    (128, 16, "larger than"),
     (32, 32, "overlap"),
     (32, 7, "overlap"),
     (32, -2, "overlap"),
@@ -179,3 +229,32 @@ def test_bad_tiling_raises(model: AEFModel, samples: dict[str, Sample], tile: in
                            match: str) -> None:
     with pytest.raises(ValueError, match=match):
         embed_scene(model, samples["landsat_colorado"], tile=tile, overlap=overlap)
+
+
+def test_non_finite_timestamp_is_an_error_not_an_empty_field(model: AEFModel, samples: dict[str, Sample]) -> None:
+    scene = cut_tile(samples["landsat_colorado"], 0, 0, TILE)
+    l7 = scene.sources["landsat7"]
+    days = l7.days.copy()
+    days[3] = np.inf
+    scene = replace(scene, sources={**scene.sources, "landsat7": replace(l7, days=days)})
+    with pytest.raises(ValueError, match="landsat7: days contain NaN/inf"):
+        embed_scene(model, scene, period=(14000.0, 14365.0))
+
+
+def test_export_memory_does_not_grow_with_the_field(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((64, 256, 256), dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=0)
+    emb[:, :10] = np.nan
+    field = EmbeddingField(emb=emb, period=np.array([0.0, 365.0]), crs="EPSG:32633",
+                           transform=[10.0, 0.0, 0.0, 0.0, -10.0, 0.0], pixel_size_m=10.0, name="synthetic")
+    monkeypatch.setattr(embed_module, "EXPORT_BLOCK_PIXELS", 1 << 14)
+    tracemalloc.start()
+    try:
+        save_field(field, tmp_path / "f.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < emb.nbytes / 8, f"export peak {peak / 2**20:.1f} MiB for a {emb.nbytes / 2**20:.0f} MiB field"

@@ -105,3 +105,20 @@ def test_retrain_trains_once_then_loads(tmp_path: Path, monkeypatch: pytest.Monk
     assert _same_state(model.state_dict(), again.state_dict())
     assert _same_state(tower.state_dict(), tower_again.state_dict())
     assert history_again == history
+
+
+def test_unreadable_weights_are_not_reported_as_corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = save_pretrained(tmp_path / "m", AEFModel(AEFConfig.tiny()))
+    import aef_lite.hub as hub
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(folder / WEIGHTS_NAME))
+
+    monkeypatch.setattr(hub, "load_file", denied)  # an I/O error inside the reader
+    with pytest.raises(PermissionError):
+        load_pretrained(folder)
+    (folder / WEIGHTS_NAME).write_bytes(b"")  # an empty file is corrupt: a clear ValueError, nothing deleted
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_pretrained(folder)
+    assert (folder / WEIGHTS_NAME).is_file()

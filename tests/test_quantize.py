@@ -182,3 +182,35 @@ def test_errors() -> None:
         quantize(x, dim=2)
     with pytest.raises(ValueError, match="ndarray"):
         quantize([[0.0, 1.0]], dim=1)  # type: ignore[arg-type]
+
+
+def _reference_quantize(x: np.ndarray, dim: int, valid: np.ndarray | None) -> np.ndarray:
+    """The formula of quantize() applied to the whole array at once."""
+    x = x.astype(np.float64)
+    vb = None if valid is None else np.expand_dims(valid, dim % x.ndim)
+    xv = x if vb is None else np.where(vb, x, 0.0)
+    q = np.clip(np.rint(127.5 * np.sign(xv) * np.sqrt(np.abs(xv))), -127, 127).astype(np.int8)
+    return q if vb is None else np.where(vb, q, np.int8(NODATA)).astype(np.int8)
+
+
+@pytest.mark.parametrize("block", [1, 5, 64, 1000, 1 << 20])
+def test_block_wise_quantize_is_bit_identical(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aef_lite.quantization as qmod
+
+    monkeypatch.setattr(qmod, "QUANT_BLOCK_ELEMENTS", block)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 64, 7, 9))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[0, :, 0, 0] = 0.0
+    x[0, :3, 1, 1] = [1.0, -1.0, 0.25 / 127.5**2]  # the clamp and tiny values
+    valid = rng.random((2, 7, 9)) > 0.2
+    x = np.where(valid[:, None], x, np.nan)
+    for arr in (x, x.astype(np.float32), x.astype(np.float16)):
+        np.testing.assert_array_equal(quantize(arr, dim=1, valid=valid), _reference_quantize(arr, 1, valid))
+    ok = np.nan_to_num(x)
+    np.testing.assert_array_equal(quantize(ok, dim=1), _reference_quantize(ok, 1, None))
+    last = np.moveaxis(ok, 1, -1).copy()  # band axis last, (N, 64)-style
+    np.testing.assert_array_equal(quantize(last, dim=-1), _reference_quantize(last, -1, None))
+    t = torch.from_numpy(ok.astype(np.float32)).to(torch.bfloat16)
+    expect = _reference_quantize(t.float().numpy(), 1, None)
+    np.testing.assert_array_equal(quantize(t, dim=1).numpy(), expect)

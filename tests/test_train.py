@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +126,91 @@ def test_samples_smaller_than_the_tile_are_skipped_with_a_warning() -> None:
     assert [s.name for s in sites] == ["s2_virginia"]
     with pytest.raises(ValueError, match="smaller tile"), pytest.warns(UserWarning):
         load_sites(["landsat_colorado"], tile=64, window_days=365.0)
+
+
+@pytest.fixture(scope="module")
+def saved_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 1-step checkpoint."""
+    out = tmp_path_factory.mktemp("ckpt")
+    return train(AEFConfig.tiny(), _cfg(out, steps=1, batch_size=2, sites=("s2_virginia",))).checkpoint
+
+
+def test_unreadable_checkpoint_is_not_called_corrupt(saved_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(saved_ckpt))
+
+    monkeypatch.setattr(torch, "load", denied)  # e.g. EIO or EACCES while reading
+    with pytest.raises(PermissionError, match="Permission denied"):
+        load_checkpoint(saved_ckpt)
+    monkeypatch.setattr("aef_lite.checkpoints.open", denied, raising=False)
+    with pytest.raises(PermissionError):
+        load_checkpoint(saved_ckpt)
+    assert saved_ckpt.is_file()
+
+
+def test_nan_weights_and_crafted_configs_are_refused(saved_ckpt: Path, tmp_path: Path) -> None:
+    raw = torch.load(saved_ckpt, weights_only=True)
+    bad = tmp_path / "bad.pt"
+    nan = {**raw, "model": {**raw["model"]}}
+    name = next(iter(nan["model"]))
+    nan["model"][name] = torch.full_like(nan["model"][name], float("nan"))
+    torch.save(nan, bad)
+    with pytest.raises(ValueError, match=f"tensor model.{re.escape(name)} holds NaN or inf"):
+        load_checkpoint(bad)
+    torch.save({**raw, "config": {**raw["config"], "bogus": 1}}, bad)
+    with pytest.raises(ValueError, match="its 'config' is not a valid AEFConfig"):
+        load_checkpoint(bad)
+    torch.save({**raw, "train_config": {**raw["train_config"], "batch_size": 1}}, bad)
+    with pytest.raises(ValueError, match="its 'train_config' is not a valid TrainConfig"):
+        load_checkpoint(bad)
+    torch.save({**raw, "config": [1, 2]}, bad)
+    with pytest.raises(ValueError, match="expected a dict"):
+        load_checkpoint(bad)
+    torch.save({**raw, "step": -3}, bad)
+    with pytest.raises(ValueError, match="'step' must be a non-negative int"):
+        load_checkpoint(bad)
+
+
+def test_a_second_run_in_a_locked_folder_is_refused(tmp_path: Path) -> None:
+    from aef_lite.fileio import FolderLocked, folder_lock
+
+    with folder_lock(tmp_path), pytest.raises(FolderLocked, match=f"{tmp_path} is in use by another aef-lite"):
+        train(AEFConfig.tiny(), _cfg(tmp_path, steps=1, batch_size=2))
+    assert not list(tmp_path.glob("ckpt_*.pt")) and not (tmp_path / "history.jsonl").exists()
+
+
+def test_a_run_removes_what_a_killed_save_left(tmp_path: Path) -> None:
+    from aef_lite.fileio import _temporary
+
+    fd, leftover = _temporary(tmp_path / "ckpt_000003.pt", ".tmp")  # the temp file of a save killed midway
+    os.close(fd)
+    (tmp_path / ".notes.tmp").write_text("the user's")
+    train(AEFConfig.tiny(), _cfg(tmp_path, steps=1, batch_size=2, sites=("s2_virginia",)))
+    assert not Path(leftover).exists() and (tmp_path / ".notes.tmp").read_text() == "the user's"
+
+
+def test_resume_rewrites_history_and_refuses_a_changed_recipe(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, batch_size=2, sites=("s2_virginia",))
+    train(AEFConfig.tiny(), cfg)
+    (tmp_path / "ckpt_000006.pt").unlink()  # killed after logging steps 4-6, before their checkpoint
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 6
+    for change, match in ((dict(lr=2e-3), "lr=0.001 \\(requested 0.002\\)"), (dict(seed=1), "seed=0"),
+                          (dict(batch_size=4), "batch_size=2"), (dict(ckpt_every=2), "ckpt_every=3")):
+        with pytest.raises(ValueError, match=f"cannot resume .*ckpt_000003.pt with a different recipe: {match}"):
+            train(None, replace(cfg, **change), resume=tmp_path)
+    result = train(None, cfg, resume=tmp_path)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert steps == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] == [h["step"] for h in result.history]
+    with pytest.raises(ValueError, match="at step 6, already at or past the end of the run \\(steps=6\\)"):
+        train(None, cfg, resume=tmp_path)
+
+
+def test_cli_resume_keeps_the_run_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--steps", "2", "--batch-size", "2", "--lr", "2e-3", "--out", str(tmp_path), "--no-progress",
+          "--ckpt-every", "1"])
+    (tmp_path / "ckpt_000002.pt").unlink()
+    main(["--resume", str(tmp_path), "--no-progress"])  # no need to repeat --batch-size, --lr, --out
+    assert load_checkpoint(tmp_path / "ckpt_000002.pt")["train_config"]["lr"] == 2e-3
+    with pytest.raises(SystemExit) as info:
+        main(["--resume", str(tmp_path), "--steps", "3", "--lr", "1e-3", "--no-progress"])
+    assert info.value.code == 2 and "lr=0.002 (requested 0.001)" in capsys.readouterr().err
