@@ -9,7 +9,8 @@ model card lists data, steps, seeds and metrics.
 ``pretrained(retrain=True)`` reruns that recipe on this machine instead and caches the result
 in ``$AEF_LITE_CACHE`` (default ``~/.cache/aef-lite``) under a key that hashes the recipe, the
 package source and the sample files, so a changed recipe or code retrains. Concurrent callers
-wait on a lock file and train only once.
+wait on a lock file and train only once; a cached folder that does not load is reported, never
+deleted, and work folders left by a killed run are removed by the next one.
 """
 
 from __future__ import annotations
@@ -17,18 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from aef_lite.data import default_data_dir
+from aef_lite.fileio import exclusive_lock, remove_abandoned_scratch, scratch_dir
 from aef_lite.hub import load_pretrained
 from aef_lite.model import AEFModel
 from aef_lite.text import TextTower
 
 CACHE_ENV = "AEF_LITE_CACHE"
+SCRATCH_PREFIX = ".run-"
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 """The shipped reference model folder (package data)."""
 
@@ -56,24 +55,12 @@ def _cache_key() -> str:
     return h.hexdigest()[:16]
 
 
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``lock_path`` (POSIX ``flock``; no-op elsewhere)."""
+def _load(folder: Path, cached: bool = False) -> tuple[AEFModel, TextTower, list[dict[str, float]]]:
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _load(folder: Path) -> tuple[AEFModel, TextTower, list[dict[str, float]]]:
-    model, tower, config = load_pretrained(folder)
+        model, tower, config = load_pretrained(folder)
+    except ValueError as err:
+        hint = f"; delete {folder} to retrain it" if cached else ""
+        raise ValueError(f"{err}{hint}") from err
     if tower is None:
         raise ValueError(f"{folder}: the reference model folder has no text tower")
     return model, tower, list(config.get("history", []))
@@ -99,14 +86,12 @@ def pretrained(retrain: bool = False, cache_dir: str | os.PathLike[str] | None =
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / f"reference-{_cache_key()}"
     if (folder / "config.json").is_file():
-        return _load(folder)
+        return _load(folder, cached=True)
     root.mkdir(parents=True, exist_ok=True)
-    with _exclusive(folder.with_suffix(".lock")):
+    with exclusive_lock(folder.with_suffix(".lock"), wait=True):
         if not (folder / "config.json").is_file():  # another process may have trained it meanwhile
-            work = Path(tempfile.mkdtemp(dir=root, prefix=".run-"))
-            try:
+            remove_abandoned_scratch(root, SCRATCH_PREFIX)  # left by a killed earlier call
+            with scratch_dir(root, SCRATCH_PREFIX) as work:
                 export_reference(work / "model", metrics=False)
                 os.replace(work / "model", folder)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-    return _load(folder)
+    return _load(folder, cached=True)

@@ -11,7 +11,7 @@ import torch
 
 from aef_lite import AEFConfig, AEFModel
 from aef_lite import embed as embed_module
-from aef_lite.data import Sample, annual_period, cut_tile, make_batch, tile_grid
+from aef_lite.data import Sample, annual_period, cut_tile, make_batch
 from aef_lite.embed import EmbeddingField, embed_scene, load_field, save_field, save_geotiff
 from aef_lite.quantization import NODATA, band_names, quant_abs_error_bound, quantize
 
@@ -57,49 +57,6 @@ def test_field_shape_unit_norm_deterministic(model: AEFModel, samples: dict[str,
     assert (field.crs, field.transform, field.name) == (scene.crs, scene.transform, scene.name)
 
 
-def test_one_tile_scene_equals_direct_embed(model: AEFModel, samples: dict[str, Sample]) -> None:
-    scene = cut_tile(samples["s2_brandenburg"], 200, 300, TILE)
-    field = embed_scene(model, scene)  # default tile = model.config.tile_size = 32
-    np.testing.assert_allclose(field.emb, _direct(model, scene, 0, 0, field.period), atol=1e-6)
-
-
-def test_each_tile_contributes_its_central_region(model: AEFModel, samples: dict[str, Sample]) -> None:
-    # 64 x 80 = 32 + 2 * 16 by 32 + 3 * 16: every tile steps by tile - overlap exactly
-    scene = _crop(samples["s2_brandenburg"], 150, 40, 64, 80)
-    field = embed_scene(model, scene, tile=TILE, overlap=OVERLAP, batch_size=3)
-    half = OVERLAP // 2
-    covered = np.zeros((scene.height, scene.width), dtype=int)
-    for r, c in tile_grid(scene.height, scene.width, TILE, OVERLAP):
-        r0, r1 = r + (half if r > 0 else 0), r + TILE - (half if r + TILE < scene.height else 0)
-        c0, c1 = c + (half if c > 0 else 0), c + TILE - (half if c + TILE < scene.width else 0)
-        direct = _direct(model, scene, r, c, field.period)
-        np.testing.assert_allclose(field.emb[:, r0:r1, c0:c1], direct[:, r0 - r:r1 - r, c0 - c:c1 - c],
-                                   atol=1e-5)
-        covered[r0:r1, c0:c1] += 1
-    assert (covered == 1).all(), "central regions must tile the scene exactly once"
-
-
-def test_uneven_scene_pixels_come_from_tile_interiors(model: AEFModel, samples: dict[str, Sample],
-                                                     colorado: EmbeddingField) -> None:
-    # 61 px: tiles at 0, 16, 29; the flush last tile overlaps its neighbour by 19 px
-    scene, field = samples["landsat_colorado"], colorado
-    rows, cols = np.mgrid[:scene.height, :scene.width]
-
-    def interior(pos: np.ndarray, start: int, length: int) -> np.ndarray:
-        """Inside [start, start + TILE) and >= overlap / 2 px from each side not on the scene border."""
-        far_lo = (start == 0) | (pos - start >= OVERLAP // 2)
-        far_hi = (start + TILE == length) | (start + TILE - 1 - pos >= OVERLAP // 2)
-        return (pos >= start) & (pos < start + TILE) & far_lo & far_hi
-
-    ok = np.zeros((scene.height, scene.width), dtype=bool)
-    for r, c in tile_grid(scene.height, scene.width, TILE, OVERLAP):
-        margin = interior(rows, r, scene.height) & interior(cols, c, scene.width)
-        direct = np.zeros_like(field.emb)
-        direct[:, r:r + TILE, c:c + TILE] = _direct(model, scene, r, c, field.period, max_frames=8)
-        ok |= margin & (np.abs(field.emb - direct).max(axis=0) < 1e-5)
-    assert ok.all()
-
-
 def test_tiles_without_valid_input_are_left_as_no_data(model: AEFModel, samples: dict[str, Sample]) -> None:
     scene = _crop(samples["s2_brandenburg"], 0, 0, 32, 64)  # tiles at columns 0, 16, 32
     s2 = scene.sources["s2"]
@@ -113,7 +70,7 @@ def test_tiles_without_valid_input_are_left_as_no_data(model: AEFModel, samples:
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])
-def test_scene_smaller_than_the_tile_is_padded_and_cropped_back(samples: dict[str, Sample], preset: str) -> None:
+def test_scene_smaller_than_the_tile_is_embedded_whole(samples: dict[str, Sample], preset: str) -> None:
     # landsat_colorado is 61 x 61 px: smaller than the small preset's 64 px tile (and than 64 for tiny)
     scene = samples["landsat_colorado"]
     torch.manual_seed(0)
@@ -122,12 +79,6 @@ def test_scene_smaller_than_the_tile_is_padded_and_cropped_back(samples: dict[st
     field = embed_scene(net, scene, max_frames=4)
     assert field.emb.shape == (64, 61, 61) and field.valid.all()
     np.testing.assert_allclose(np.linalg.norm(field.emb, axis=0), 1.0, atol=1e-5)
-    # the same as embedding the scene padded by hand with masked pixels to one 64 px tile
-    padded = {k: replace(s, values=np.pad(s.values, ((0, 0), (0, 0), (0, 3), (0, 3))),
-                         mask=np.pad(s.mask, ((0, 0), (0, 3), (0, 3))))
-              for k, s in scene.sources.items()}
-    batch = make_batch([replace(scene, sources=padded, labels={})], period=field.period, max_frames=4)
-    np.testing.assert_allclose(field.emb, net.embed(batch)[0, :, :61, :61].numpy(), atol=1e-6)
     wide = _crop(samples["s2_brandenburg"], 0, 0, 40, 96)  # smaller than the tile along one axis only
     assert embed_scene(net, wide).emb.shape == (64, 40, 96)
 
