@@ -1,6 +1,6 @@
 """The training losses of AlphaEarth Foundations (paper S2.2.2-S2.2.5).
 
-The total objective (paper S2.2, "Total" in ``PAPER_NOTES``) is::
+The total objective (paper S2.2) is::
 
     L = a * mean_i(w_i * L_recon_i) + b * L_uniformity + c * L_consistency + d * L_clip
 

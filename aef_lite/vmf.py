@@ -1,4 +1,4 @@
-"""von Mises-Fisher (vMF) embedding bottleneck (paper S2.2.3; PAPER_NOTES "Embedding").
+"""von Mises-Fisher (vMF) embedding bottleneck (paper S2.2.3).
 
 AlphaEarth Foundations (Brown et al. 2025, arXiv 2507.22291) places every per-pixel embedding on
 the unit sphere S^63 (``EMBED_DIM = 64``). The embedding ``mu`` is the *mean direction* of a
@@ -8,7 +8,9 @@ von Mises-Fisher distribution with a fixed concentration ``kappa = 8000``::
 
 During training the decoders receive a *sample* ``x ~ vMF(mu, kappa)``; at inference the
 embedding is ``mu`` itself (deterministic). Two mistakes seen in other re-implementations are
-avoided here: never sampling, and adding noise at inference (PAPER_NOTES mistake 6).
+avoided here: never sampling (the decoders always see ``mu``, so nothing forces nearby
+directions to mean similar things), and adding noise at inference (the field is no longer
+deterministic).
 
 Why kappa = 8000 keeps samples close to mu: the cosine ``w = mu . x`` has mean
 ``A_d(kappa) = I_{d/2}(kappa) / I_{d/2-1}(kappa) ~= 1 - (d-1) / (2 kappa)``, i.e.
