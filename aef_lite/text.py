@@ -6,17 +6,19 @@ with the CLIP loss (weight d = 0.001). Neither a language model nor that text is
 offline, so we substitute, and say so:
 
 * **Captions** are generated from *real* information about each training tile: the sensor,
-  place and date from the sample metadata, land-cover fractions from the real label maps
-  (OpenStreetMap classes, water/land polygons) and two real spectral statistics of the tile
+  place and date from the sample metadata and two real spectral statistics of the tile
   (clear-sky NDVI level and an NDWI open-water fraction). No placeholder text ("location 17").
+  The label maps are never used: they are what the evaluations score (text at a point in the
+  paper is independent of the labels it is evaluated on).
 * The **text tower** is tiny and trained jointly (not frozen): a lower-case word-level
   tokeniser over a fixed vocabulary, token + position embeddings, one transformer layer, mean
   pooling and an MLP (:class:`TextEncoder`); then :class:`TextAligner`, an MLP conditioned on
   the valid period's timecodes that outputs unit vectors in the 64-d embedding space.
 
-After training, :func:`text_query_map` scores every pixel against a query such as ``"water"``
+After training, :func:`text_query_map` scores every pixel against a query such as ``"open water"``
 and :func:`text_query_auc` measures on a real label map whether the query lights up the right
-pixels better than chance (ROC AUC > 0.5).
+pixels better than chance (ROC AUC > 0.5), to be compared with the spectral index the captions'
+words come from (:func:`spectral_index`: NDWI, NDVI).
 """
 
 from __future__ import annotations
