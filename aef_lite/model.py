@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aef_lite.config import AEFConfig
@@ -20,7 +19,7 @@ from aef_lite.data import Batch
 from aef_lite.decoders import ImplicitDecoder
 from aef_lite.stp import STPEncoder, SummaryPooling
 from aef_lite.timecode import period_position
-from aef_lite.vmf import VMFBottleneck
+from aef_lite.vmf import VMFBottleneck, unit
 
 
 def check_batch(batch: Batch, cfg: AEFConfig) -> None:
@@ -94,7 +93,7 @@ class AEFModel(nn.Module):
         features, codes, valid, pixels = encoded
         duration = (period[:, 1] - period[:, 0]).to(torch.float64)
         raw = self.summary(features, codes, valid, self.encoder.codes(period), duration, pixels)
-        return F.normalize(raw, dim=1)
+        return unit(raw, dim=1)
 
     forward = encode
 
