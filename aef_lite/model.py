@@ -53,7 +53,7 @@ def check_batch(batch: Batch, cfg: AEFConfig) -> None:
             raise ValueError(f"{name}: mask must be bool (B, T, L, L) = {(b, t, h, w)}, got {got}")
         if tuple(src.days.shape) != (b, t):
             raise ValueError(f"{name}: days must be (B, T) = {(b, t)}, got {tuple(src.days.shape)}")
-        if not bool(torch.isfinite(src.values[src.mask.unsqueeze(2).expand_as(src.values)]).all()):
+        if not bool((torch.isfinite(src.values) | ~src.mask.unsqueeze(2)).all()):  # no boolean indexing (slow)
             raise ValueError(f"{name}: NaN or inf in valid pixels; mark such pixels invalid in the mask")
         any_valid |= src.mask.flatten(1).any(dim=1)
     if not bool(any_valid.all()):
