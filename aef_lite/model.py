@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aef_lite.config import AEFConfig
@@ -20,7 +19,7 @@ from aef_lite.data import Batch
 from aef_lite.decoders import ImplicitDecoder
 from aef_lite.stp import STPEncoder, SummaryPooling
 from aef_lite.timecode import period_position
-from aef_lite.vmf import VMFBottleneck
+from aef_lite.vmf import VMFBottleneck, unit
 
 
 def check_batch(batch: Batch, cfg: AEFConfig) -> None:
@@ -54,7 +53,7 @@ def check_batch(batch: Batch, cfg: AEFConfig) -> None:
             raise ValueError(f"{name}: mask must be bool (B, T, L, L) = {(b, t, h, w)}, got {got}")
         if tuple(src.days.shape) != (b, t):
             raise ValueError(f"{name}: days must be (B, T) = {(b, t)}, got {tuple(src.days.shape)}")
-        if not bool(torch.isfinite(src.values[src.mask.unsqueeze(2).expand_as(src.values)]).all()):
+        if not bool((torch.isfinite(src.values) | ~src.mask.unsqueeze(2)).all()):  # no boolean indexing (slow)
             raise ValueError(f"{name}: NaN or inf in valid pixels; mark such pixels invalid in the mask")
         any_valid |= src.mask.flatten(1).any(dim=1)
     if not bool(any_valid.all()):
@@ -94,7 +93,7 @@ class AEFModel(nn.Module):
         features, codes, valid, pixels = encoded
         duration = (period[:, 1] - period[:, 0]).to(torch.float64)
         raw = self.summary(features, codes, valid, self.encoder.codes(period), duration, pixels)
-        return F.normalize(raw, dim=1)
+        return unit(raw, dim=1)
 
     forward = encode
 

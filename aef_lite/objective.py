@@ -38,11 +38,18 @@ from aef_lite.model import AEFModel, check_batch
 from aef_lite.perturb import hold_out_targets, student_view
 from aef_lite.sampling import VAL_STREAM, step_seed
 from aef_lite.text import TextTower
+from aef_lite.vmf import unit
 
 
 def tile_means(mu: torch.Tensor) -> torch.Tensor:
     """Unit tile-mean embeddings: ``(B, E, L, L) -> (B, E)``."""
     return F.normalize(mu.mean(dim=(2, 3)), dim=-1)
+
+
+def float_unit(mu: torch.Tensor) -> torch.Tensor:
+    """Float32 unit embeddings ``(B, E, L, L)``: ``mu`` itself when the model already returned float32
+    unit vectors (:meth:`AEFModel.summarise`), re-normalised after the cast otherwise (bf16)."""
+    return mu if mu.dtype == torch.float32 else unit(mu.float(), dim=1)
 
 
 MIN_SUMMARY_DAYS, MAX_SUMMARY_DAYS = 8.0, 730.0
@@ -93,12 +100,12 @@ class AEFObjective(nn.Module):
         inputs, targets = hold_out_targets(batch, generator)
         check_batch(inputs, model.config)
         encoded = model.encoder(inputs)
-        mu = F.normalize(model.summarise(encoded, inputs.period).float(), dim=1)  # float32 (also under bf16)
+        mu = float_unit(model.summarise(encoded, inputs.period))
         recon = {}
         for name, target in targets.items():
             if bool(target.mask.any()):
                 period = summary_periods(target.days, inputs.period, generator)
-                mu_n = F.normalize(model.summarise(encoded, period).float(), dim=1)
+                mu_n = float_unit(model.summarise(encoded, period))
                 z = model.bottleneck(mu_n, generator=generator)
                 pred = model.decode(z, name, target.days, period).float()
                 recon[name] = reconstruction_loss(pred, target.values, target.mask, self.weights.source_weight(name))
@@ -107,7 +114,7 @@ class AEFObjective(nn.Module):
         losses["uniformity"] = batch_uniformity_loss(mu)
         student = student_view(inputs, generator, self.p_drop_source)
         same = all(torch.equal(student.sources[n].mask, s.mask) for n, s in inputs.sources.items())
-        mu_s = mu if same else F.normalize(model.encode(student).float(), dim=1)
+        mu_s = mu if same else float_unit(model.encode(student))
         losses["consistency"] = consistency_loss(mu, mu_s)
         period = inputs.period
         text = self.text_tower(tokens, model.encoder.codes(period), (period[:, 1] - period[:, 0]).to(torch.float64))

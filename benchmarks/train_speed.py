@@ -37,6 +37,8 @@ from aef_lite.text import TextTower
 from aef_lite.train import _optimizer
 
 CONFIGS = ("tiny", "small")
+UTILISATION_GOALS = {"tiny": 0.25, "small": 0.35}
+"""Utilisation goals per config (median of the timed passes)."""
 
 
 def _cpu_attention_flops(query: torch.Size, key: torch.Size, value: torch.Size, *args: object,
@@ -177,6 +179,11 @@ def main(quick: bool = False, threads: int = 1, show_profile: bool = False) -> d
               f"{r['data_over_step']:9.2f}")
     for name in CONFIGS:
         print(f"{name} sites: {', '.join(results[name]['sites'])}")
+    kernels = torch.backends.cpu.get_cpu_capability()
+    for name, goal in UTILISATION_GOALS.items():
+        value = results[name]["utilisation"]
+        print(f"GOAL {name} utilisation >= {goal} ({kernels} kernels): {'met' if value >= goal else 'not met'} "
+              f"({value:.3f}; matmul reference {results[name]['matmul_gflops_per_s']:.0f} GFLOP/s)")
     return results
 
 
