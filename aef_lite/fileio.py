@@ -90,6 +90,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # the writer may have recreated the file privately
         os.replace(tmp, path)
     except BaseException:
         _discard(tmp)

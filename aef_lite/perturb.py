@@ -82,13 +82,15 @@ def hold_out_targets(batch: Batch, generator: torch.Generator) -> tuple[Batch, d
     * if it has only one (the single-date Sentinel-2 samples), removing the frame would leave
       nothing to reconstruct from, so ~50% of its valid 8x8 patches are hidden instead
       (spatial in-painting: the encoder embeds the holes from their context, see
-      :mod:`aef_lite.stp`), and the loss covers every valid pixel of the frame, hidden and
-      visible. The paper is silent on single-frame sources; this is our choice. Measured on
-      ``s2_brandenburg`` (tiny model, 400 steps, 10 labels per class, spatial splits): with the
-      loss on the hidden pixels only, kNN-1 on the osm classes was 0.362 and the participation
-      ratio of the field 1.69 (raw bands: 1.95); with visible pixels too, 0.366 and 2.35. The
-      visible pixels are the ones embedded at inference, and without a loss of their own
-      their embeddings were shaped by the other losses alone.
+      :mod:`aef_lite.stp`). The loss mask covers every valid pixel of the frame and
+      ``HeldOutTarget.hidden`` the held-out part; the objective weights the visible part by
+      :data:`aef_lite.objective.VISIBLE_WEIGHT`. The paper is silent on single-frame sources;
+      this is our choice. Measured on ``s2_brandenburg`` (tiny model, 400 steps, 10 labels per
+      class, spatial splits): with the loss on the hidden pixels only, kNN-1 on the osm classes
+      was 0.362 and the participation ratio of the field 1.69 (raw bands: 1.95); with the
+      visible pixels at full weight too, 0.366 and 2.35. The visible pixels are the ones
+      embedded at inference, and without a loss of their own their embeddings were shaped by
+      the other losses alone.
 
     For multi-frame rows the target is never visible in the input (the known "plain
     autoencoding" mistake): the target mask and the input mask of the target frame are

@@ -47,7 +47,7 @@ EVAL_LABELS = ("osm", "water_land")
 
 def reference_configs() -> tuple[AEFConfig, TrainConfig]:
     """The model and training configuration of the shipped reference model."""
-    return AEFConfig.tiny(), TrainConfig(steps=400, seed=0, progress=True)
+    return AEFConfig.tiny(), TrainConfig(steps=1500, seed=0, progress=True)
 
 
 def site_validation(model: AEFModel, train_cfg: TrainConfig, n_batches: int = 4) -> dict[str, dict[str, float]]:

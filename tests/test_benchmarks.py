@@ -52,12 +52,13 @@ def test_run_all_quick(tmp_path: Path) -> None:
     assert 0.5 < sizes[0]["time_per_km2_ratio"] < 2.0  # the smallest size against itself
 
     quality = res["quality"]
-    assert set(quality["label_maps"]) == {"water_land", "osm"}
-    methods = {s["method"] for s in quality["label_maps"]["osm"]}
-    assert {"trained", "trained int8", "untrained", "raw bands", "PCA-6 of raw bands"} <= methods
-    assert all(0.0 <= s["mean"] <= 1.0 for rows in quality["label_maps"].values() for s in rows)
-    assert len(quality["beats"]) == 2 * 3 and all(isinstance(b["beats"], bool) for b in quality["beats"])
-    assert quality["quant_max_abs_points"] >= 0
+    assert set(quality["tables"]) == {f"{m}/{s}" for m in ("osm", "water_land") for s in ("random", "spatial")}
+    methods = {s["method"] for s in quality["tables"]["osm/spatial"]}
+    assert {"reference", "reference int8", "raw bands", "raw bands sigma=2", "untrained"} <= methods
+    assert all(0.0 <= s["mean"] <= 1.0 for rows in quality["tables"].values() for s in rows)
+    assert set(quality["goals"]) == {"heldout_recon", "inscene_knn", "inscene_linear", "water_land", "loso_knn1",
+                                     "participation", "int8", "grid"}
+    assert all(isinstance(v, bool) for v in quality["goals"].values())
 
     compact = res["compactness"]
     assert compact["embedding_bytes_per_px"] == 64

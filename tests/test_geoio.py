@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aef_lite import geoio
-from aef_lite.embed import EmbeddingField, save_geotiff
+from aef_lite.embed import EmbeddingField
 from aef_lite.quantization import NODATA, band_names, quantize
 
 rasterio = pytest.importorskip("rasterio")
@@ -78,7 +78,12 @@ def test_save_cog_without_cog_driver_is_still_a_cog(field: EmbeddingField, tmp_p
 
 
 def test_cog_problems_flags_a_plain_striped_geotiff(field: EmbeddingField, tmp_path: Path) -> None:
-    problems = geoio.cog_problems(save_geotiff(field, tmp_path / "plain.tif"))
+    path = tmp_path / "plain.tif"
+    codes = quantize(field.emb, dim=0, valid=field.valid)
+    with rasterio.open(path, "w", driver="GTiff", width=codes.shape[2], height=codes.shape[1], count=64,
+                       dtype="int8", tiled=False) as dst:
+        dst.write(codes)
+    problems = geoio.cog_problems(path)
     assert any("not tiled" in p for p in problems)
     assert any("ghost header" in p for p in problems)
 
