@@ -14,7 +14,6 @@ Conventions
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 import zlib
@@ -25,6 +24,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+from aef_lite.fileio import read_json
 
 TIME_ORIGIN = "1970-01-01"
 """Origin of all timestamps: ``days = (t - TIME_ORIGIN) / 1 day``."""
@@ -400,10 +401,7 @@ def load_sample(name: str, data_dir: Path | str | None = None) -> Sample:
     json_path, npz_path = root / f"{name}.json", root / f"{name}.npz"
     if not json_path.exists():
         raise FileNotFoundError(f"no sample {name!r} in {root}; available: {list_samples(root)}")
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{json_path} is not valid JSON ({err})") from err
+    meta = read_json(json_path)
     arrays = read_npz(npz_path)
     try:
         labels = {

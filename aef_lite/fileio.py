@@ -17,6 +17,7 @@ can tell an abandoned one from one in use.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -95,6 +96,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         _discard(tmp)
         raise
+
+
+def read_json(path: str | os.PathLike[str]) -> object:
+    """The parsed JSON content of ``path``; a damaged file raises ``ValueError`` naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from err
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

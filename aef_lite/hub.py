@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from aef_lite.config import AEFConfig
-from aef_lite.fileio import atomic_path, write_text
+from aef_lite.fileio import atomic_path, read_json, write_text
 from aef_lite.model import AEFModel
 from aef_lite.text import TextTower
 
@@ -80,10 +80,7 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path) / CONFIG_NAME
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; not an aef-lite model folder")
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{file} is not valid JSON ({err})") from err
+    config = read_json(file)
     if not isinstance(config, dict) or config.get("architecture") != "AEFModel" or "model_config" not in config:
         raise ValueError(f"{file} does not describe an aef-lite AEFModel (needs 'architecture' and 'model_config')")
     return config

@@ -47,7 +47,6 @@ also needs ``pyarrow``. Licence of the data: CC-BY 4.0, attribution
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
@@ -65,6 +64,7 @@ from aef_lite.data import days_since_origin
 from aef_lite.earthengine import compare_with_official as _structure_stats
 from aef_lite.embed import EmbeddingField
 from aef_lite.evaluate import _block_regions
+from aef_lite.fileio import read_json
 from aef_lite.geo import utm_epsg, utm_zone_for
 from aef_lite.geoio import north_up, require_geo
 from aef_lite.quantization import NODATA, dequantize
@@ -312,7 +312,7 @@ class TileIndex:
         if suffix == ".parquet":
             rows = _parquet_rows(path, year)
         elif suffix == ".json":
-            payload = json.loads(path.read_text(encoding="utf-8"))
+            payload = read_json(path)
             rows = payload["tiles"] if isinstance(payload, dict) else payload
         elif suffix == ".csv":
             with open(path, newline="", encoding="utf-8") as fh:
