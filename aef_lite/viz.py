@@ -31,6 +31,7 @@ from matplotlib.patches import Patch
 from aef_lite.data import LabelMap, Sample, SourceSeries
 from aef_lite.fileio import write_text
 from aef_lite.geo import pixel_bounds_lonlat
+from aef_lite.tutorials import kmeans_fit, kmeans_predict
 
 Bounds = tuple[tuple[float, float], tuple[float, float]]
 """``((south, west), (north, east))`` in degrees, as folium expects."""
@@ -162,34 +163,15 @@ def pca_rgb(emb: np.ndarray, n: int = 3, mask: np.ndarray | None = None) -> np.n
     return stretch(scores, mask=valid)
 
 
-def _nearest(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, E) points, (K, E) centres -> ((N,) index of the nearest centre, (N,) squared distance)."""
-    d = (x * x).sum(1)[:, None] - 2 * x @ centres.T + (centres * centres).sum(1)[None]
-    idx = np.argmin(d, axis=1)
-    return idx, np.maximum(d[np.arange(len(x)), idx], 0.0)
-
-
-def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): (N, E) -> (k, E) initial centres."""
-    centres = x[rng.integers(len(x))][None]
-    _, closest = _nearest(x, centres)
-    for _ in range(1, k):
-        total = closest.sum()
-        pick = rng.choice(len(x), p=closest / total) if total > 0 else rng.integers(len(x))
-        centres = np.concatenate([centres, x[pick][None]])
-        closest = np.minimum(closest, _nearest(x, x[pick][None])[1])
-    return centres
-
-
 def kmeans(emb: np.ndarray, k: int, seed: int = 0, iters: int = 50,
            mask: np.ndarray | None = None, max_fit: int = 20_000) -> np.ndarray:
     """k-means clustering of the pixel vectors of an embedding field (numpy, deterministic).
 
     emb: (E, H, W); mask: (H, W) bool, True = valid. The centres are fitted on at most
     ``max_fit`` valid pixels drawn with ``np.random.default_rng(seed)`` (as the official
-    tutorials train their clusterer on a pixel sample): k-means++ seeding, then at most ``iters``
-    Lloyd iterations (stops when no assignment changes); an empty cluster is re-seeded at the
-    point farthest from its centre. Then every valid pixel goes to its nearest centre. Cluster
+    tutorials train their clusterer on a pixel sample) by :func:`aef_lite.tutorials.kmeans_fit`
+    (k-means++ seeding, at most ``iters`` Lloyd iterations, one start). Then every valid pixel
+    goes to its nearest centre. Cluster
     ids are renumbered by size, largest first, so figures do not depend on the seeding order.
     Returns (H, W) int64 ids in 0..k-1, and -1 at invalid pixels.
     """
@@ -198,21 +180,8 @@ def kmeans(emb: np.ndarray, k: int, seed: int = 0, iters: int = 50,
         raise ValueError(f"k must be in 1..{len(x)} (the number of valid pixels), got {k}")
     rng = np.random.default_rng(seed)
     fit = x[np.sort(rng.choice(len(x), max_fit, replace=False))] if len(x) > max_fit else x
-    centres = _kmeans_pp(fit, k, rng)
-    assign = np.full(len(fit), -1)
-    for _ in range(iters):
-        new, dist = _nearest(fit, centres)
-        if np.array_equal(new, assign):
-            break
-        assign = new
-        for j in range(k):
-            members = assign == j
-            if members.any():
-                centres[j] = fit[members].mean(axis=0)
-            else:
-                far = int(np.argmax(dist))
-                centres[j], assign[far], dist[far] = fit[far], j, 0.0
-    labels, _ = _nearest(x, centres)
+    centres = kmeans_fit(fit, k, seed=seed, n_init=1, max_iter=iters).centres
+    labels = kmeans_predict(x, centres)
     rank = np.empty(k, dtype=np.int64)
     rank[np.argsort(-np.bincount(labels, minlength=k), kind="stable")] = np.arange(k)
     ids = np.full(valid.shape, -1, dtype=np.int64)
