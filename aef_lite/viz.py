@@ -18,6 +18,7 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import folium
 import matplotlib.pyplot as plt
@@ -26,12 +27,15 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
-from matplotlib.patches import Patch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
 from aef_lite.data import LabelMap, Sample, SourceSeries
 from aef_lite.fileio import write_text
 from aef_lite.geo import pixel_bounds_lonlat
 from aef_lite.tutorials import kmeans_fit, kmeans_predict
+
+if TYPE_CHECKING:
+    from aef_lite.config import AEFConfig
 
 Bounds = tuple[tuple[float, float], tuple[float, float]]
 """``((south, west), (north, east))`` in degrees, as folium expects."""
@@ -340,3 +344,153 @@ def save_map(m: folium.Map, path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     return write_text(target, m.get_root().render())
+
+
+# ----------------------------------------------------------------------------------------------
+# Architecture diagram
+# ----------------------------------------------------------------------------------------------
+
+
+def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, color: str,
+         fontsize: float = 7.5, weight: str = "normal") -> tuple[float, float, float, float]:
+    """A rounded box with centred text in data coordinates (0..100 x 0..60); returns its extent."""
+    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.3,rounding_size=0.8",
+                                fc=color, ec="0.25", lw=0.8))
+    ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=fontsize, weight=weight,
+            linespacing=1.25)
+    return x, y, w, h
+
+
+def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], color: str = "0.2",
+           style: str = "-|>", ls: str = "-", rad: float = 0.0) -> None:
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=9, color=color, lw=1.0,
+                                 ls=ls, connectionstyle=f"arc3,rad={rad}", shrinkA=1, shrinkB=1))
+
+
+def architecture_diagram(config: AEFConfig | None = None) -> Figure:
+    """Boxes-and-arrows diagram of the STP encoder and the training objective (paper S2.2, S2.4).
+
+    Top: the encoder as :class:`aef_lite.AEFModel` builds it from ``config``: the inputs of each
+    source (values, timestamps, mask) -> per-source input projectors (2 x 2 patches to D_P at
+    1/2 L) -> ``n_blocks`` STP blocks (precision: 3x3 convolutions at 1/2 L, width D_P; time:
+    time-axial attention at 1/8 L, width D_T, with timecodes; space: self-attention at 1/16 L,
+    width D_S; the pyramid exchange between them) -> summary pooling of a valid period
+    ``[t_s, t_e)`` -> a unit ``embed_dim``-d mean direction mu (vMF sample with ``kappa`` in
+    training) -> one implicit decoder per source at any instant t. Bottom: the four terms of the
+    objective (reconstruction of held-out targets, batch uniformity, teacher-student consistency,
+    CLIP text alignment) with the default :class:`aef_lite.losses.LossWeights`.
+
+    Args:
+        config: the model configuration whose widths and scales label the boxes (default
+            ``AEFConfig.tiny()``).
+
+    Returns:
+        The matplotlib figure (created through pyplot, so a notebook displays it; nothing is shown
+        or saved here). Every number in it comes from ``config``.
+
+    Raises:
+        TypeError: ``config`` is not an :class:`aef_lite.AEFConfig` (or None).
+    """
+    from aef_lite.config import AEFConfig
+    from aef_lite.losses import LossWeights
+
+    if config is None:
+        config = AEFConfig.tiny()
+    if not isinstance(config, AEFConfig):
+        raise TypeError(f"architecture_diagram needs an aef_lite.AEFConfig (or None for AEFConfig.tiny()), "
+                        f"got {type(config).__name__}")
+    c = config
+    L, w = c.tile_size, LossWeights()
+    fig, ax = plt.subplots(figsize=(15, 6.6))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99)
+    ax.set_xlim(-0.5, 100.5)
+    ax.set_ylim(0, 60)
+    ax.axis("off")
+    ax.text(0, 58.5, f"AEF-lite STP encoder and training objective: L = {L} px tile, {c.n_blocks} STP blocks, "
+            f"E = {c.embed_dim}", fontsize=11, weight="bold", va="top")
+
+    # inputs per source -> input projectors
+    sources = list(c.sources.items())
+    n = len(sources)
+    top, bottom = 52.0, 30.0
+    slot = (top - bottom) / max(n, 1)
+    proj_x, proj_w = 14.0, 11.0
+    for i, (name, channels) in enumerate(sources):
+        y = top - (i + 1) * slot + 0.6
+        h = slot - 1.6
+        _box(ax, 0.5, y, 11.0, h, f"{name}: {channels} bands\n(T, {channels}, {L}, {L}) + days (T,)\n"
+             f"+ mask (T, {L}, {L})", "#dbe9f6", fontsize=6.5)
+        _box(ax, proj_x, y, proj_w, h, f"input projector\n[values*mask, mask]\n2x2 patches -> 1/2 L, D_P = "
+             f"{c.dim_precision}", "#fde9c9", fontsize=6.5)
+        _arrow(ax, (11.8, y + h / 2), (proj_x - 0.3, y + h / 2))
+        _arrow(ax, (proj_x + proj_w + 0.3, y + h / 2), (28.6, (top + bottom) / 2))
+    ax.text(6, bottom - 1.6, "frames of all sources, each with its own\ntimestamp, concatenated along time",
+            fontsize=6.5, ha="center", va="top", style="italic")
+
+    # the STP blocks
+    bx, bw = 29.0, 33.0
+    ax.add_patch(FancyBboxPatch((bx, bottom - 1), bw, top - bottom + 2, boxstyle="round,pad=0.3,rounding_size=1",
+                                fc="#f4f4f4", ec="0.3", lw=1.2, ls="--"))
+    ax.text(bx + bw / 2, top + 1.8, f"STP block x {c.n_blocks} (each block's output feeds the next)", ha="center",
+            fontsize=8.5, weight="bold")
+    rows = [
+        ("precision", f"precision operator: 3x3 convs\n1/2 L = {L // 2} x {L // 2}, D_P = {c.dim_precision}",
+         "#fde9c9"),
+        ("time", f"time operator: time-axial attention\n+ timecodes, masked keys\n1/8 L = {L // 8} x {L // 8}, "
+         f"D_T = {c.dim_time}, {c.heads_time} heads", "#d9f0d3"),
+        ("space", f"space operator: self-attention\nwithin each frame, 2-D positions\n1/16 L = {L // 16} x {L // 16}, "
+         f"D_S = {c.dim_space}, {c.heads_space} heads", "#e8dcf2"),
+    ]
+    row_h = (top - bottom) / 3
+    centres = []
+    for i, (_, text, color) in enumerate(rows):
+        y = top - (i + 1) * row_h + 0.7
+        _box(ax, bx + 1.0, y, 18.0, row_h - 1.8, text, color, fontsize=6.5)
+        centres.append(y + (row_h - 1.8) / 2)
+    ex_x = bx + 22.5
+    _box(ax, ex_x, bottom + 1.0, 9.5, top - bottom - 2.0, "pyramid\nexchange\n\nlearned\nDown / Up\nresampling\n"
+         "between\n1/2, 1/8, 1/16 L\n\n(every state\ngets the\nother two)", "#fff7bc", fontsize=6.5)
+    for yc in centres:
+        _arrow(ax, (bx + 19.3, yc), (ex_x - 0.3, yc), style="<|-|>")
+
+    # final resampling, summary, mu, decoders
+    sx = 64.0
+    _box(ax, sx, 44.0, 11.0, 8.0, f"final resampling\nto 1/2 L (D_P = {c.dim_precision})\n+ per-pixel skip "
+         f"at L", "#fde9c9", fontsize=6.5)
+    _box(ax, sx, 29.5, 11.0, 12.0, f"summary pooling of a\nvalid period [t_s, t_e)\n(may hold no frame):\n"
+         f"one query from its timecodes\nattends over frames\n({c.heads_summary} heads) -> upsample to L",
+         "#d9f0d3", fontsize=6.3)
+    _arrow(ax, (bx + bw + 0.4, (top + bottom) / 2 + 4), (sx - 0.3, 48.0))
+    _arrow(ax, (sx + 5.5, 43.7), (sx + 5.5, 41.8))
+    mx = 78.0
+    _box(ax, mx, 33.0, 9.0, 10.0, f"mu: unit {c.embed_dim}-d\nvector per pixel\n(B, {c.embed_dim}, {L}, {L})\n"
+         f"training: sample\nvMF(mu, kappa = {c.kappa:g})", "#c7e9c0", fontsize=6.5, weight="bold")
+    _arrow(ax, (sx + 11.3, 36.5), (mx - 0.3, 38.0))
+    dx = 90.0
+    _box(ax, dx, 40.0, 9.5, 12.0, "implicit decoders\none per source:\n" + ", ".join(c.sources) +
+         f"\nMLP width {c.decoder_hidden}\nat any instant t\n(position u in period)", "#dbe9f6", fontsize=6.2)
+    _arrow(ax, (mx + 9.3, 40.5), (dx - 0.3, 45.0))
+
+    # the objective
+    oy, oh = 4.0, 10.5
+    ax.text(0, oy + oh + 4.5, "Training objective (weights: LossWeights defaults)", fontsize=9.5, weight="bold")
+    terms = [
+        (f"reconstruction (a = {w.reconstruction:g})\nL1 of held-out targets:\nframes left out of the input,\n"
+         "decoded at their instant", "#dbe9f6", 4.0),
+        (f"batch uniformity (b = {w.uniformity:g})\nmean |u_b . u_(b-1)|:\ntiles of the batch spread\n"
+         "over the sphere", "#c7e9c0", 28.0),
+        (f"teacher-student consistency\n(c = {w.consistency:g}): 1 - u . u_s,\nstudent = same model on a\n"
+         "perturbed view, same period", "#fff7bc", 52.0),
+        (f"CLIP text alignment (d = {w.clip:g})\ncontrastive loss between\npooled embeddings and\n"
+         "captions (text tower)", "#e8dcf2", 76.0),
+    ]
+    for text, color, x in terms:
+        _box(ax, x, oy, 20.0, oh, text, color, fontsize=7)
+    _arrow(ax, (dx + 4.75, 39.7), (14.0, oy + oh + 0.4), rad=-0.12, color="#4a78b0")
+    for x in (38.0, 62.0, 86.0):
+        _arrow(ax, (mx + 4.5, 32.7), (x, oy + oh + 0.4), color="#3c8d3c")
+    ax.text(mx + 5.5, 27.0, "mu of every pixel,\nteacher and student", fontsize=6.3, color="#2d6b2d", style="italic")
+    ax.text(dx - 1.0, 30.5, "decoded held-out\ntargets", fontsize=6.3, color="#4a78b0", style="italic")
+    ax.text(50, 1.0, "total = a * reconstruction + b * uniformity + c * consistency + d * CLIP", ha="center",
+            fontsize=8, style="italic")
+    return fig
