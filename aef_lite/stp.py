@@ -71,6 +71,13 @@ class PixelComposite(nn.Module):
     could be told from its patch neighbours: the field was too smooth for small features (a
     water/land kNN probe fell to 0.70, below the raw bands' 0.98). A pixel hidden in every frame
     gets a zero mean and a zero fraction, so the skip never carries held-out values.
+
+    The paper has no such path, and it has a cost: it bypasses the time-conditioned summary, so
+    held-out Landsat frames decode no better than a tile mean (L1 0.607 vs 0.603; 0.40-0.46
+    without the skip). It is kept because it is what transfers to a scene the model never saw:
+    trained without ``s2_brandenburg``, the recipe with the skip beat raw bands there (osm kNN-1
+    0.370 vs 0.354), the same model without it collapsed (0.315, participation ratio 1.37);
+    see ``benchmarks/README.md``.
     """
 
     def __init__(self, channels: int, dim: int) -> None:
