@@ -68,6 +68,12 @@ class Batch:
     sources: dict[str, SourceBatch]
     period: torch.Tensor
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch with every tensor on ``device``."""
+        sources = {n: SourceBatch(s.values.to(device), s.days.to(device), s.mask.to(device))
+                   for n, s in self.sources.items()}
+        return Batch(sources=sources, period=self.period.to(device))
+
 
 # ----------------------------------------------------------------------------------------------
 # Time

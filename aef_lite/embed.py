@@ -37,9 +37,7 @@ import numpy as np
 import torch
 
 from aef_lite.data import (
-    Batch,
     Sample,
-    SourceBatch,
     annual_period,
     check_sample_grid,
     check_tile_multiple,
@@ -131,12 +129,6 @@ def _has_valid_pixel(tile: Sample) -> bool:
     return any(bool(s.mask.any()) for s in tile.sources.values())
 
 
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    sources = {k: SourceBatch(s.values.to(device), s.days.to(device), s.mask.to(device))
-               for k, s in batch.sources.items()}
-    return Batch(sources=sources, period=batch.period.to(device))
-
-
 def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overlap: int = 16,
                 period: tuple[float, float] | np.ndarray | None = None, batch_size: int = 8,
                 max_frames: int | None = MAX_FRAMES) -> EmbeddingField:
@@ -183,8 +175,8 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
     todo = [(r, c) for r, c in corners if _has_valid_pixel(cut_tile(padded, r, c, tile))]
     for i in range(0, len(todo), batch_size):
         chunk = todo[i:i + batch_size]
-        batch = _to_device(make_batch([cut_tile(padded, r, c, tile) for r, c in chunk], period=span,
-                                      max_frames=max_frames), device)
+        batch = make_batch([cut_tile(padded, r, c, tile) for r, c in chunk], period=span,
+                           max_frames=max_frames).to(device)
         emb = model.embed(batch).to(torch.float32).cpu().numpy()  # (b, E, tile, tile)
         for (r, c), e in zip(chunk, emb, strict=True):
             # the part of the tile inside the original scene (padding is never accumulated)

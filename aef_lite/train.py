@@ -27,7 +27,6 @@ from tqdm import tqdm  # the terminal bar: tqdm.auto warns on stderr in Jupyter 
 
 from aef_lite.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from aef_lite.config import AEFConfig, TrainConfig
-from aef_lite.data import Batch, SourceBatch
 from aef_lite.fileio import folder_lock, remove_stale_temporaries, write_text
 from aef_lite.model import AEFModel
 from aef_lite.objective import AEFObjective, validation_loss
@@ -48,14 +47,6 @@ class TrainResult:
     checkpoint: Path | None
     out_dir: Path | None
 
-
-
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    return Batch(
-        sources={n: SourceBatch(s.values.to(device), s.days.to(device), s.mask.to(device))
-                 for n, s in batch.sources.items()},
-        period=batch.period.to(device),
-    )
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -248,7 +239,7 @@ def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = No
             step_fn = nn.parallel.DistributedDataParallel(objective, device_ids=ids, find_unused_parameters=True)
 
         sites = load_sites(cfg.sites, cfg.tile, cfg.frames_window_days)
-        val = [_to_device(draw_batch(s.val, np.random.default_rng(step_seed(cfg.seed, VAL_STREAM, i)), cfg)[0], device)
+        val = [draw_batch(s.val, np.random.default_rng(step_seed(cfg.seed, VAL_STREAM, i)), cfg)[0].to(device)
                for s in sites for i in range(cfg.val_batches)]
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
                     else nullcontext())
@@ -257,7 +248,7 @@ def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = No
         t_start, step_times = time.perf_counter(), 0
         for step in range(start, cfg.steps):
             batch, captions = step_batch(sites, cfg, step, env.rank, env.world_size)
-            batch = _to_device(batch, device)
+            batch = batch.to(device)
             gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, env.rank, 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)

@@ -440,3 +440,13 @@ def test_damaged_sample_files_give_clear_errors(tmp_path) -> None:
     json_path.write_text("{not json")
     with pytest.raises(ValueError, match="is not valid JSON"):
         load_sample("landsat_colorado", tmp_path)
+
+
+def test_batch_to_moves_every_tensor(samples: dict[str, Sample]) -> None:
+    batch = make_batch([cut_tile(samples["landsat_colorado"], 0, 0, 32)], max_frames=4)
+    moved = batch.to("meta")
+    tensors = [moved.period] + [t for s in moved.sources.values() for t in (s.values, s.days, s.mask)]
+    assert all(t.device.type == "meta" for t in tensors)
+    assert set(moved.sources) == set(batch.sources) and batch.period.device.type == "cpu"  # the original stays
+    for name, src in moved.sources.items():
+        assert src.values.shape == batch.sources[name].values.shape and src.mask.dtype == torch.bool
