@@ -240,14 +240,24 @@ def linear_probe_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.nd
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
     classes, y_idx = np.unique(train_y, return_inverse=True)
-    targets = np.eye(len(classes))[y_idx]  # (N, K)
-    mean_x, mean_t = train_x.mean(axis=0), targets.mean(axis=0)
-    xc = train_x - mean_x
-    gram = xc.T @ xc
-    gram += ridge * np.trace(gram) / len(gram) * np.eye(len(gram))
-    weights = np.linalg.lstsq(gram, xc.T @ (targets - mean_t), rcond=None)[0]  # (D, K)
+    weights, mean_x, mean_t = relative_ridge(train_x, np.eye(len(classes))[y_idx], ridge)  # one-hot (N, K)
     scores = (test_x - mean_x) @ weights + mean_t
     return classes[np.argmax(scores, axis=1)]
+
+
+def relative_ridge(x: np.ndarray, targets: np.ndarray, ridge: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge least squares with an unpenalised bias and a penalty relative to the features' scale:
+    min_W,b ||x W + b - targets||^2 + lam ||W||^2 with lam = ``ridge`` * trace(Xc^T Xc) / D
+    (Xc: centred ``x``), solved on centred data. x: (N, D) float64; targets: (N,) or (N, K).
+    Returns ``(W, mean_x, mean_t)``: W (D,) or (D, K), and the means, so a prediction is
+    ``(x' - mean_x) @ W + mean_t`` (the bias is ``mean_t - mean_x @ W``)."""
+    mean_x, mean_t = x.mean(axis=0), targets.mean(axis=0)
+    xc = x - mean_x
+    gram = xc.T @ xc
+    gram += ridge * np.trace(gram) / len(gram) * np.eye(len(gram))
+    weights = np.linalg.lstsq(gram, xc.T @ (targets - mean_t), rcond=None)[0]
+    return weights, mean_x, mean_t
 
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:

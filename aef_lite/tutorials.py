@@ -25,6 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aef_lite.evaluate import relative_ridge
+from aef_lite.timeseries import roc_auc as timeseries_auc
+
 # ----------------------------------------------------------------------------------------------
 # k-means and cluster -> class mapping
 # ----------------------------------------------------------------------------------------------
@@ -207,15 +210,13 @@ def best_f1_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
 def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
     """Area under the ROC curve: the probability that a random positive scores above a random
     negative (ties count 1/2), from the ranks (Mann-Whitney U). Threshold-free; 0.5 = chance.
-    scores: (N,); truth: (N,) bool with both classes present."""
+    scores: (N,); truth: (N,) bool with both classes present (:func:`aef_lite.timeseries.roc_auc`,
+    which returns NaN for a single class, with a clear error instead)."""
     scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=bool)
     n_pos, n_neg = np.count_nonzero(truth), np.count_nonzero(~truth)
     if scores.shape != truth.shape or scores.ndim != 1 or n_pos == 0 or n_neg == 0:
         raise ValueError("need equal-length 1-d scores and truth with positives and negatives")
-    _, inv, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    mid_rank = np.cumsum(counts) - (counts - 1) / 2.0  # average rank (1-based) of each tied value
-    u = mid_rank[inv][truth].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return timeseries_auc(scores, truth)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,11 +283,7 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float = 1e-3) -> Ridge:
         raise ValueError(f"need x (N, D), y (N,), N >= 2 and alpha >= 0; got {x.shape}, {y.shape}, {alpha}")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("x and y must be finite")
-    mean_x, mean_y = x.mean(axis=0), y.mean()
-    xc = x - mean_x
-    gram = xc.T @ xc
-    gram += alpha * np.trace(gram) / len(gram) * np.eye(len(gram))
-    weights = np.linalg.lstsq(gram, xc.T @ (y - mean_y), rcond=None)[0]
+    weights, mean_x, mean_y = relative_ridge(x, y, alpha)
     return Ridge(weights=weights, bias=float(mean_y - mean_x @ weights))
 
 
