@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,72 @@ def test_parquet_index_needs_pyarrow(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(ModuleNotFoundError, match="pip install pyarrow"):
         official.TileIndex.load(tmp_path / "index.parquet")
+
+
+def _wkb_box(west: float, south: float, east: float, north: float) -> bytes:
+    """A lon/lat box as a little-endian WKB polygon (the GeoParquet ``geometry`` column)."""
+    ring = [(west, south), (east, south), (east, north), (west, north), (west, south)]
+    return struct.pack("<BIII", 1, 3, 1, len(ring)) + b"".join(struct.pack("<dd", x, y) for x, y in ring)
+
+
+def _write_geoparquet_index(records: list[dict], path: Path) -> Path:
+    """The records as a GeoParquet index in the Source Cooperative layout: the index columns, the
+    UTM zone, a WKB footprint and GeoParquet metadata (extra columns the reader must skip)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    boxes = [(r["wgs84_west"], r["wgs84_south"], r["wgs84_east"], r["wgs84_north"]) for r in records]
+    table = pa.table({
+        "path": pa.array([r["path"] for r in records], pa.string()),
+        "year": pa.array([r["year"] for r in records], pa.int32()),
+        "crs": pa.array([r["crs"] for r in records], pa.string()),
+        "utm_zone": pa.array([r["path"].split("/")[-2] for r in records], pa.string()),
+        **{c: pa.array([r[c] for r in records], pa.float64()) for c in official.INDEX_COLUMNS[3:]},
+        "geometry": pa.array([_wkb_box(*b) for b in boxes], pa.binary()),
+    })
+    geo = {"version": "1.0.0", "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}}}
+    pq.write_table(table.replace_schema_metadata({"geo": json.dumps(geo)}), path)
+    return path
+
+
+def test_geoparquet_index_finds_and_mosaics_the_tiles(field: EmbeddingField, tmp_path: Path) -> None:
+    """A local GeoParquet index in the Source Cooperative layout: 2020 in two halves, 2021 whole
+    (other vectors), a far-away 2020 row with an S3 path; relative paths are relative to the index."""
+    pytest.importorskip("pyarrow")
+    other = make_field(seed=1)  # same grid, other vectors: tells the years apart
+    files = {"2020/33N/west.tiff": (_sub(field, slice(None), slice(0, 150)), 2020),
+             "2020/33N/east.tiff": (_sub(field, slice(None), slice(150, None)), 2020),
+             "2021/33N/whole.tiff": (other, 2021)}
+    records = []
+    for rel, (part, year) in files.items():
+        record = _tile_record(geoio.save_release_layout(part, tmp_path / rel), year)
+        records.append({**record, "path": rel})
+    records.append({"path": official.SOURCE_COOP_S3_PREFIX + "v1/annual/2020/47N/far.tiff", "year": 2020,
+                    "crs": "EPSG:32647", "wgs84_west": 100.0, "wgs84_south": 10.0, "wgs84_east": 101.0,
+                    "wgs84_north": 11.0})
+    index_path = _write_geoparquet_index(records, tmp_path / "aef_index.parquet")
+
+    index = official.TileIndex.load(index_path)
+    assert len(index) == 4
+    assert [t.path for t in index.tiles[:3]] == [str(tmp_path / rel) for rel in files]
+    assert index.tiles[3].path == official.SOURCE_COOP_HTTPS_PREFIX + "v1/annual/2020/47N/far.tiff"
+    assert {t.year for t in index.tiles} == {2020, 2021} and index.tiles[0].crs == "EPSG:32633"
+    only_2021 = official.TileIndex.load(index_path, year=2021)
+    assert [t.path for t in only_2021.tiles] == [str(tmp_path / "2021/33N/whole.tiff")]
+    assert [Path(t.path).name for t in index.query((100.2, 10.2, 100.3, 10.3), 2020)] == ["far.tiff"]
+    assert index.query((100.2, 10.2, 100.3, 10.3), 2021) == []
+
+    for year, expected in [(2020, field), (2021, other)]:
+        back = official.read_official_like(field, year, index_path)  # the index file as the source
+        np.testing.assert_array_equal(geoio.field_codes(back), geoio.field_codes(expected))
+        np.testing.assert_array_equal(back.period, official.year_period(year))
+    assert not np.array_equal(geoio.field_codes(field), geoio.field_codes(other))
+    part = official.read_official((400_000.0 + 1000, 5_797_000.0 + 1, 400_000.0 + 2000, 5_798_000.0), 2021,
+                                  crs="EPSG:32633", source=index_path)
+    np.testing.assert_array_equal(geoio.field_codes(part),
+                                  geoio.field_codes(_sub(other, slice(200, 300), slice(100, 200))))
+    with pytest.raises(ValueError, match="no file of the index"):
+        official.read_official_like(field, 2019, index_path)
 
 
 # ----------------------------------------------------------------------------------------------
