@@ -185,7 +185,8 @@ def _demo(args: argparse.Namespace, out: Path) -> Path:
     seed_everything(args.seed, threads=args.threads)
     model_cfg = PRESETS[args.preset]()
     train_cfg = TrainConfig(steps=args.steps, seed=args.seed, tile=model_cfg.tile_size, out_dir=str(out / "train"),
-                            ckpt_every=args.steps, val_every=max(args.steps // 4, 1), progress=not args.no_progress)
+                            ckpt_every=args.steps, val_every=max(args.steps // 4, 1), progress=not args.no_progress,
+                            threads=torch.get_num_threads())
     print(f"[1/4] training the {args.preset} model for {args.steps} steps on the shipped samples ...")
     result = train(model_cfg, train_cfg)
     model, tower, history = result.model.cpu(), result.text_tower.cpu(), result.history
@@ -280,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=TrainConfig().steps)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--seeds", type=int, default=3, help="evaluation seeds")
-    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
+    demo.add_argument("--threads", type=int, default=None,
+                      help="torch CPU threads for training and embedding (default 1, or $AEF_LITE_THREADS); "
+                           "a second thread helps only on an otherwise idle machine")
     demo.add_argument("--geotiff", action="store_true", help="also write GeoTIFFs (needs rasterio)")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)

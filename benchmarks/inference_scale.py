@@ -6,7 +6,7 @@ Square crops of the real ``s2_brandenburg`` scene (10 m pixels) growing 4x in ar
 realistic). Each size runs in a fresh process, so the peak memory of one size cannot hide the
 next one's:
 
-* time: median of repeated ``embed_scene`` calls (tile 32, overlap 16, batches of 8, the tiny
+* time: median of repeated ``embed_scene`` calls (tile 32, overlap 16, batches of 32, the tiny
   model; untrained, since speed does not depend on the weights), after one untimed call. The
   ratios to the smallest size are measured *within* each process, alternating calls on the
   size and on the smallest scene, so that load changes between processes cancel out;
@@ -53,11 +53,11 @@ from common import machine_info, median, print_machine
 
 from aef_lite.config import AEFConfig
 from aef_lite.data import Sample, cut_tile, load_sample, tile_grid
-from aef_lite.embed import embed_scene, save_field, save_geotiff
+from aef_lite.embed import EMBED_BATCH, embed_scene, save_field, save_geotiff
 from aef_lite.model import AEFModel
 
 SCENE = "s2_brandenburg"
-TILE, OVERLAP, BATCH = 32, 16, 8
+TILE, OVERLAP, BATCH = 32, 16, EMBED_BATCH
 PIXEL_KM2 = 1e-4  # one 10 m x 10 m pixel
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from aef_lite.cli import main
 from aef_lite.quantization import band_names
@@ -60,3 +61,26 @@ def test_console_script_is_installed() -> None:
     done = subprocess.run([sys.executable, "-m", "aef_lite.cli", "--help"], capture_output=True, text=True, check=True)
     for command in ("demo", "train", "embed", "evaluate"):
         assert command in done.stdout
+
+
+def test_demo_trains_with_the_threads_it_was_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--threads`` reaches the training loop (TrainConfig.threads), not only the embedding."""
+    import aef_lite.cli as cli
+
+    seen: list[int | None] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(model_cfg: object, train_cfg: cli.TrainConfig) -> None:
+        seen.append(train_cfg.threads)
+        raise Stop
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(cli, "train", fake_train)
+    try:
+        with pytest.raises(Stop):
+            main(["demo", "--steps", "2", "--threads", "2", "--out", str(tmp_path / "d"), "--no-progress"])
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2]
