@@ -9,7 +9,8 @@ nearest labelled neighbours (kNN). For unit vectors the dot product is the cosin
 
 Everything that computes is a pure function here, unit-tested and usable from any UI:
 
-* :func:`lonlat_to_pixel`: a clicked longitude/latitude -> the (row, col) of the field's pixel;
+* :func:`lonlat_to_pixel`: a clicked longitude/latitude -> the (row, col) of the field's pixel, and
+  :func:`pixel_centre_lonlat` back (where a click on that pixel's centre lands);
 * :func:`reference_similarity`: reference points (pixels or lon/lat) -> (H, W) similarity map
   (:func:`aef_lite.viz.similarity_map`);
 * :func:`threshold_mask`, :func:`top_fraction_threshold`: similarity -> mask;
@@ -226,7 +227,7 @@ def _field_bounds(field: EmbeddingField) -> Bounds:
     return pixel_bounds_lonlat(field.transform, height, width, field.crs)
 
 
-def _pixel_centres(field: EmbeddingField, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pixel_centre_lonlat(field: EmbeddingField, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lon, lat) (N,) degrees of the centres of the pixels (rows, cols)."""
     lon, lat = pixel_to_lonlat(field.transform, field.crs, np.asarray(rows) + 0.5, np.asarray(cols) + 0.5)
     return np.atleast_1d(lon), np.atleast_1d(lat)
@@ -277,7 +278,7 @@ def similarity_map_widget(field: EmbeddingField, points: Sequence[Sequence[float
     m = folium_overlay(_colorize(sim), _field_bounds(field), name="similarity", basemap=basemap, extra_layers=layers)
 
     def add_markers(pts: Sequence[Sequence[float]], colors: Sequence[str], tips: Sequence[str]) -> None:
-        lon, lat = _pixel_centres(field, *_rows_cols(field, pts, units))
+        lon, lat = pixel_centre_lonlat(field, *_rows_cols(field, pts, units))
         for x, y, color, tip in zip(lon, lat, colors, tips, strict=True):
             folium.CircleMarker([float(y), float(x)], radius=6, color=color, fill=True, fill_opacity=0.9,
                                 tooltip=tip).add_to(m)
@@ -482,7 +483,7 @@ def live_similarity_widget(field: EmbeddingField, threshold: float = 0.5,
         for pts, colors in ((session.points, [REFERENCE_COLOR] * len(session.points)),
                             (session.label_points, [palette[c] for c in session.labels])):
             if pts:
-                lon, lat = _pixel_centres(field, *np.asarray(pts).T)
+                lon, lat = pixel_centre_lonlat(field, *np.asarray(pts).T)
                 dots += [leaflet.CircleMarker(location=(float(y), float(x)), radius=6, color=color, fill_color=color,
                                               fill_opacity=0.9) for x, y, color in zip(lon, lat, colors, strict=True)]
         markers.layers = tuple(dots)

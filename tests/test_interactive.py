@@ -41,6 +41,9 @@ def test_lonlat_to_pixel_inverts_pixel_to_lonlat(two_class: tuple[EmbeddingField
     got_r, got_c = ia.lonlat_to_pixel(field, lon, lat)
     np.testing.assert_array_equal(got_r, rows)
     np.testing.assert_array_equal(got_c, cols)
+    lon_c, lat_c = ia.pixel_centre_lonlat(field, rows, cols)
+    np.testing.assert_allclose(lon_c, lon)
+    np.testing.assert_allclose(lat_c, lat)
     with pytest.raises(ValueError, match="outside"):
         ia.lonlat_to_pixel(field, 0.0, 0.0)
 
