@@ -40,6 +40,20 @@ SHORT_ATTENTION = 16
 """Longest key sequence that :func:`masked_attention` computes with an explicit softmax (see there)."""
 
 
+def attention_weights(q: torch.Tensor, k: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d))`` over the valid keys: ``(N, heads, Tq, Tk)``.
+
+    Args as in :func:`masked_attention`. Rows whose keys are all masked get exactly zero weights.
+    """
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (N, heads, Tq, Tk)
+    if key_valid is None:
+        return scores.softmax(dim=-1)
+    any_valid = key_valid.any(dim=-1)  # (N,)
+    allowed = key_valid | ~any_valid[:, None]  # all-masked rows attend to anything ...
+    weights = scores.masked_fill(~allowed[:, None, None, :], float("-inf")).softmax(dim=-1)
+    return weights * any_valid[:, None, None, None].to(weights.dtype)  # ... and are then zeroed
+
+
 def masked_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor | None
 ) -> torch.Tensor:
@@ -56,19 +70,15 @@ def masked_attention(
     The same math takes the cheapest kernel for the sequence lengths (equal to the fused kernel
     within float32 rounding, ``tests/test_speed_paths.py``): with a single key the softmax is
     exactly 1 and the output is ``v`` itself (single-date inputs: about 300x faster than the fused
-    kernel); self-attention over at most :data:`SHORT_ATTENTION` keys uses an explicit
-    ``softmax(q k^T / sqrt(d)) v`` (1.3-4x faster on CPU for 2-16 tokens); longer sequences
+    kernel); self-attention over at most :data:`SHORT_ATTENTION` keys uses the explicit
+    :func:`attention_weights` ``@ v`` (1.3-4x faster on CPU for 2-16 tokens); longer sequences
     and a single query over many keys use ``F.scaled_dot_product_attention``.
     """
+    if q.shape[-2] > 1 and 1 < k.shape[-2] <= SHORT_ATTENTION:
+        return attention_weights(q, k, key_valid) @ v
     any_valid = None if key_valid is None else key_valid.any(dim=-1)  # (N,)
     if k.shape[-2] == 1:
         out = v.expand(*q.shape[:-1], v.shape[-1])
-    elif q.shape[-2] > 1 and k.shape[-2] <= SHORT_ATTENTION:
-        scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (N, heads, Tq, Tk)
-        if key_valid is not None:
-            allowed = key_valid | ~any_valid[:, None]  # all-masked rows attend to anything ...
-            scores = scores.masked_fill(~allowed[:, None, None, :], float("-inf"))
-        out = scores.softmax(dim=-1) @ v
     elif key_valid is None:
         return F.scaled_dot_product_attention(q, k, v)
     else:
@@ -76,7 +86,7 @@ def masked_attention(
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None, None, :])
     if any_valid is None:
         return out
-    return out * any_valid[:, None, None, None].to(out.dtype)  # ... and are then zeroed
+    return out * any_valid[:, None, None, None].to(out.dtype)  # all-masked rows are zeroed
 
 
 class SelfAttention(nn.Module):

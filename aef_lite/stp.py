@@ -37,7 +37,7 @@ from torch import nn
 
 from aef_lite.config import AEFConfig
 from aef_lite.data import Batch
-from aef_lite.operators import ChannelNorm, PrecisionOperator, SpaceOperator, TimeOperator, masked_attention
+from aef_lite.operators import ChannelNorm, PrecisionOperator, SpaceOperator, TimeOperator, attention_weights
 from aef_lite.pyramid import Down, PyramidExchange, Up, _per_frame
 from aef_lite.timecode import timecode, timecode_periods
 
@@ -64,31 +64,33 @@ class InputProjector(nn.Module):
 
 
 class PixelComposite(nn.Module):
-    """Full-resolution skip of one source: ``values (B, T, C, L, L), mask (B, T, L, L) -> (B, D, L, L)``.
+    """Full-resolution skip of one source, per frame: ``values (B, T, C, L, L) -> (B, T, D, L, L)``.
 
-    A 1x1 projection of the pixel's masked temporal mean and its fraction of valid frames. The
-    input projectors work on 2x2 patches at 1/2 L (paper S2.4), so without this skip no pixel
-    could be told from its patch neighbours: the field was too smooth for small features (a
-    water/land kNN probe fell to 0.70, below the raw bands' 0.98). A pixel hidden in every frame
-    gets a zero mean and a zero fraction, so the skip never carries held-out values.
+    A 1x1 projection of every frame's pixels (masked pixels are zeroed; :class:`SummaryPooling`
+    also weights them by 0). The summary averages these projections over the frames with its own
+    time-conditioned attention weights, upsampled from the 1/2 L cells to the pixels and
+    renormalised over the frames valid at each pixel: so the skip is a full-resolution composite
+    *of the summarised period*, not of every input frame. The input projectors work on 2x2
+    patches at 1/2 L (paper S2.4), so without a skip no pixel could be told from its patch
+    neighbours: the field was too smooth for small features (a water/land kNN probe fell to 0.70,
+    below the raw bands' 0.98). A pixel hidden in every frame gets no weight, so the skip never
+    carries held-out values.
 
-    The paper has no such path, and it has a cost: it bypasses the time-conditioned summary, so
-    held-out Landsat frames decode no better than a tile mean (L1 0.607 vs 0.603; 0.40-0.46
-    without the skip). It is kept because it is what transfers to a scene the model never saw:
-    trained without ``s2_brandenburg``, the recipe with the skip beat raw bands there (osm kNN-1
-    0.370 vs 0.354), the same model without it collapsed (0.315, participation ratio 1.37);
-    see ``benchmarks/README.md``.
+    The paper has no such path (our choice). A first version averaged all frames uniformly: it
+    bypassed the time-conditioned summary, so held-out Landsat frames decoded no better than a
+    tile mean (L1 0.607 vs 0.603; 0.40-0.46 without the skip), but it is what transfers to a
+    scene the model never saw: trained without ``s2_brandenburg``, the recipe with the skip beat
+    raw bands there (osm kNN-1 0.370 vs 0.354), the same model without it collapsed (0.315,
+    participation ratio 1.37); see ``benchmarks/README.md``. For a single-date source the two
+    versions are the same.
     """
 
     def __init__(self, channels: int, dim: int) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(channels + 1, dim, 1)
+        self.proj = nn.Conv2d(channels, dim, 1)
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.unsqueeze(2).to(values.dtype)  # (B, T, 1, L, L)
-        count = m.sum(dim=1)  # (B, 1, L, L)
-        mean = torch.where(m > 0, values, 0.0).sum(dim=1) / count.clamp_min(1)
-        return self.proj(torch.cat([mean, count / mask.shape[1]], dim=1))
+        return _per_frame(self.proj, torch.where(mask.unsqueeze(2), values, 0.0))
 
 
 class STPBlock(nn.Module):
@@ -130,7 +132,8 @@ class STPEncoder(nn.Module):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``features (B, T, D_P, L/2, L/2)``, ``codes (B, T, 2P)``, ``valid (B, T, L/2, L/2)``
         (the frame-level validity broadcast to the cells, see the module docstring) and the
-        full-resolution pixel skip ``(B, D_P, L, L)`` (:class:`PixelComposite`, summed over sources)."""
+        full-resolution pixel skip: per-frame projections ``(B, T, D_P, L, L)`` with their pixel
+        masks ``(B, T, L, L)`` (:class:`PixelComposite`; frames in the order of ``features``)."""
         names = [n for n in self.projectors if n in batch.sources]  # fixed order
         srcs = [batch.sources[n] for n in names]
         p = torch.cat([self.projectors[n](s.values, s.mask) for n, s in zip(names, srcs, strict=True)], dim=1)
@@ -143,17 +146,20 @@ class STPEncoder(nn.Module):
         for block in self.blocks:
             p, t, s = block(p, t, s, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 8, h // 8))
         p = p + _per_frame(self.final_t, t) + _per_frame(self.final_s, s)
-        pixels = torch.stack([self.composites[n](x.values, x.mask) for n, x in zip(names, srcs, strict=True)]).sum(0)
-        return p, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 2, h // 2), pixels
+        pixels = torch.cat([self.composites[n](x.values, x.mask) for n, x in zip(names, srcs, strict=True)], dim=1)
+        return p, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 2, h // 2), (pixels, mask)
 
 
 class SummaryPooling(nn.Module):
     """Time-conditioned summary (paper S2.2.1): one query from the valid period pools the frames.
 
     ``features (B, T, D, h, w)``, ``codes (B, T, 2P)``, ``valid (B, T, h, w)``, period timecodes
-    ``(B, 2, 2P)``, durations ``(B,)`` and the pixel skip ``(B, D, 2h, 2w)`` -> unnormalised
-    ``(B, E, 2h, 2w)``: pooled cells, bilinear upsampling to L, plus the pixel skip, then a 3x3
-    convolution and the projection to E.
+    ``(B, 2, 2P)``, durations ``(B,)`` and the pixel skip (per-frame projections ``(B, T, D, 2h, 2w)``
+    and their masks ``(B, T, 2h, 2w)``, :class:`PixelComposite`) -> unnormalised ``(B, E, 2h, 2w)``:
+    pooled cells, bilinear upsampling to L, plus the pixel skip averaged over the frames with the
+    same attention weights (mean over heads, upsampled bilinearly to the pixels, renormalised over
+    the frames valid at each pixel) and a projection of the attention mass those frames hold at the
+    pixel; then a 3x3 convolution and the projection to E.
 
     The query is an MLP of ``[timecode(t_s), timecode(t_e), log(1 + duration / 1 year)]``, so a
     period with no input frames inside it (interpolation) or beyond the inputs (extrapolation)
@@ -170,6 +176,7 @@ class SummaryPooling(nn.Module):
         self.to_q, self.to_k, self.to_v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
         self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.coverage = nn.Conv2d(1, dim, 1)  # attention mass on the frames valid at the pixel
         self.head = nn.Sequential(  # after adding the pixel skip: a 3x3 conv, then the 64-d projection
             ChannelNorm(dim),
             nn.Conv2d(dim, dim, 3, padding=1),
@@ -184,7 +191,7 @@ class SummaryPooling(nn.Module):
         valid: torch.Tensor,
         period_codes: torch.Tensor,
         duration_days: torch.Tensor,
-        pixels: torch.Tensor,
+        pixels: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         b, _, _, h, w = features.shape
         span = torch.log1p(duration_days / 365.25).to(features.dtype).unsqueeze(-1)
@@ -193,13 +200,21 @@ class SummaryPooling(nn.Module):
         keys = self.to_k(tokens + repeat(self.key_time(codes), "b t d -> (b h w) t d", h=h, w=w))
         q = repeat(self.to_q(query), "b d -> (b h w) 1 d", h=h, w=w)
         split = "n t (h d) -> n h t d"
-        pooled = masked_attention(
-            rearrange(q, split, h=self.heads),
-            rearrange(keys, split, h=self.heads),
-            rearrange(self.to_v(tokens), split, h=self.heads),
-            rearrange(valid, "b t h w -> (b h w) t"),
-        )
+        weights = attention_weights(rearrange(q, split, h=self.heads), rearrange(keys, split, h=self.heads),
+                                    rearrange(valid, "b t h w -> (b h w) t"))  # (N, heads, 1, T)
+        pooled = weights @ rearrange(self.to_v(tokens), split, h=self.heads)
         pooled = self.proj(rearrange(pooled, "n h 1 d -> n (h d)"))
         pooled = rearrange(pooled, "(b h w) d -> b d h w", b=b, h=h) + query[:, :, None, None]
-        return self.head(self.upsample(pooled) + pixels)
+        return self.head(self.upsample(pooled) + self.skip(weights, pixels, b, h))
+
+    def skip(self, weights: torch.Tensor, pixels: tuple[torch.Tensor, torch.Tensor], b: int, h: int) -> torch.Tensor:
+        """The pixel skip of the summarised period: ``(B, D, 2h, 2w)`` from the attention weights
+        ``(B*h*w, heads, 1, T)`` and the per-frame projections and masks (see the class docstring)."""
+        frames, mask = pixels
+        cell = rearrange(weights.mean(dim=1), "(b h w) 1 t -> b t h w", b=b, h=h)
+        at_pixel = self.upsample(cell) * mask.to(cell.dtype)  # (B, T, 2h, 2w)
+        mass = at_pixel.sum(dim=1, keepdim=True)  # (B, 1, 2h, 2w), in [0, 1]
+        composite = torch.einsum("bthw,btdhw->bdhw", at_pixel, frames) / mass.clamp_min(1e-3)
+        return composite + self.coverage(mass)
+
 

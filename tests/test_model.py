@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aef_lite import AEFConfig, AEFModel, Batch, SourceBatch
-from aef_lite.operators import PrecisionOperator, SpaceOperator, TimeOperator
+from aef_lite.operators import PrecisionOperator, SpaceOperator, TimeOperator, attention_weights
 from aef_lite.pyramid import PyramidExchange
 
 B, L = 2, 32
@@ -224,3 +224,64 @@ def test_bad_inputs_raise_clear_errors(model: AEFModel, batch: Batch) -> None:
     with pytest.raises(ValueError, match="divisible by 16"):
         AEFConfig(tile_size=40)
 
+
+
+class TestPeriodPixelSkip:
+    """The full-resolution skip is averaged with the summary's own attention weights."""
+
+    def test_attention_weights_are_a_distribution_over_valid_keys(self) -> None:
+        gen = torch.Generator().manual_seed(1)
+        q, k = torch.randn(5, 2, 1, 8, generator=gen), torch.randn(5, 2, 6, 8, generator=gen)
+        valid = torch.rand(5, 6, generator=gen) < 0.6
+        valid[0], valid[1] = False, True
+        w = attention_weights(q, k, valid)
+        assert w.shape == (5, 2, 1, 6)
+        assert bool((w[0] == 0).all())  # every key masked: no weight at all
+        assert bool((w[~valid[:, None, None, :].expand_as(w)] == 0).all())
+        torch.testing.assert_close(w[1:].sum(-1), torch.ones(4, 2, 1))
+
+    def test_skip_follows_the_summary_period(self, model: AEFModel) -> None:
+        """Two frames valid everywhere: the skip is their mix by the summary's weights, which
+        sum to 1 and depend on the period, so two periods give two different skips."""
+        gen = torch.Generator().manual_seed(2)
+        values = torch.randn(1, 2, 3, L, L, generator=gen)
+        days = torch.tensor([[17050.0, 17250.0]], dtype=torch.float64)
+        batch = Batch({"landsat5": SourceBatch(values, days, torch.ones(1, 2, L, L, dtype=torch.bool))},
+                      torch.tensor([[17000.0, 17365.0]], dtype=torch.float64))
+        summary = model.summary
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        original = summary.skip
+        summary.skip = lambda w, px, b, h: seen.append((w, original(w, px, b, h))) or seen[-1][1]
+        try:
+            encoded = model.encoder(batch)
+            for period in ([[17000.0, 17100.0]], [[17200.0, 17300.0]]):
+                model.summarise(encoded, torch.tensor(period, dtype=torch.float64))
+        finally:
+            del summary.skip
+        (w_a, skip_a), (w_b, skip_b) = seen
+        torch.testing.assert_close(w_a.sum(-1), torch.ones_like(w_a.sum(-1)))
+        assert (w_a - w_b).abs().max().item() > 1e-4
+        assert (skip_a - skip_b).abs().max().item() > 1e-4
+        frames = encoded[3][0][0]  # (T, D, L, L): the skip lies between the two frames' projections
+        lo, hi = torch.minimum(frames[0], frames[1]), torch.maximum(frames[0], frames[1])
+        composite = skip_a[0] - summary.coverage(torch.ones(1, 1, L, L))[0]
+        assert bool(((composite >= lo - 1e-5) & (composite <= hi + 1e-5)).all())
+
+    def test_single_frame_skip_is_the_frame_projection(self, model: AEFModel) -> None:
+        gen = torch.Generator().manual_seed(3)
+        mask = torch.rand(1, 1, L, L, generator=gen) > 0.5
+        frames = torch.randn(1, 1, 16, L, L, generator=gen)
+        weights = torch.ones(L * L // 4, 2, 1, 1)  # one frame: weight 1 at every cell
+        skip = model.summary.skip(weights, (frames, mask), 1, L // 2)
+        coverage = model.summary.coverage(mask[:, :1].float())
+        torch.testing.assert_close(skip - coverage, frames[:, 0] * mask[:, :1], atol=1e-5, rtol=1e-5)
+
+    def test_hidden_pixels_never_enter_the_skip(self, model: AEFModel, batch: Batch) -> None:
+        hidden = _clone(batch)
+        for src in hidden.sources.values():
+            src.mask[:, :, 4:12, 4:12] = False
+        changed = _clone(hidden)
+        for src in changed.sources.values():
+            src.values[:, :, :, 4:12, 4:12] = 1e3
+        enc_a, enc_b = model.encoder(hidden), model.encoder(changed)
+        torch.testing.assert_close(enc_a[3][0], enc_b[3][0])

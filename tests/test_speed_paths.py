@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 import aef_lite.model
 import aef_lite.operators
-import aef_lite.stp
 from aef_lite import AEFConfig, AEFModel, Batch, SourceBatch
 from aef_lite.model import check_batch
 from aef_lite.objective import AEFObjective
@@ -85,7 +84,6 @@ def _batch(b: int = 4, size: int = 32) -> Batch:
 @pytest.fixture
 def reference_math(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aef_lite.operators, "masked_attention", reference_attention)
-    monkeypatch.setattr(aef_lite.stp, "masked_attention", reference_attention)
     monkeypatch.setattr(aef_lite.model, "unit", lambda x, dim=1: F.normalize(x, dim=dim))
 
 
