@@ -10,8 +10,9 @@ Data flow for a batch with sources ``{name: (B, T_n, C_n, L, L)}``:
    and precision operators in parallel, then the pyramid exchange); a final learned resampling
    of all three states to 1/2 L.
 3. :class:`SummaryPooling`: a single query built from the valid period's timecodes attends over
-   the T frames of every 1/2 L cell, then learned upsampling to L and a projection to the
-   64-d mean direction ``mu`` on S^63.
+   the T frames of every 1/2 L cell, then learned upsampling to L, plus a full-resolution pixel
+   skip (:class:`PixelComposite`: the frames' pixels mixed by the same attention weights), and a
+   projection to the 64-d mean direction ``mu`` on S^63.
 
 Masks: invalid pixels (clouds, no data, held-out patches) are zeroed and flagged by the mask
 channel of the input projector, so their values never enter. A frame with no valid pixel in
@@ -29,6 +30,8 @@ any input value.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -64,24 +67,28 @@ class InputProjector(nn.Module):
 
 
 class PixelComposite(nn.Module):
-    """Full-resolution skip of one source, per frame: ``values (B, T, C, L, L) -> (B, T, D, L, L)``.
+    """Full-resolution skip of one source: ``values (B, T, C, L, L), mask (B, T, L, L)`` and per-pixel
+    frame weights ``(B, T, L, L)`` -> ``sum_t w_t * proj(x_t)``, ``(B, D, L, L)``.
 
-    A 1x1 projection of every frame's pixels (masked pixels are zeroed; :class:`SummaryPooling`
-    also weights them by 0). The summary averages these projections over the frames with its own
-    time-conditioned attention weights, upsampled from the 1/2 L cells to the pixels and
-    renormalised over the frames valid at each pixel: so the skip is a full-resolution composite
-    *of the summarised period*, not of every input frame. The input projectors work on 2x2
+    ``proj`` is a 1x1 convolution of a frame's pixels (masked pixels zeroed, and also given no
+    weight). :class:`SummaryPooling` passes its own time-conditioned attention weights, upsampled
+    from the 1/2 L cells to the pixels and renormalised over the frames valid at each pixel, so the
+    skip is a full-resolution composite *of the summarised period*, not of every input frame. The
+    projection is linear, so the frames are mixed first and projected once (``C`` channels per
+    pixel instead of ``D`` per frame); the result is the same. The input projectors work on 2x2
     patches at 1/2 L (paper S2.4), so without a skip no pixel could be told from its patch
     neighbours: the field was too smooth for small features (a water/land kNN probe fell to 0.70,
     below the raw bands' 0.98). A pixel hidden in every frame gets no weight, so the skip never
     carries held-out values.
 
-    The paper has no such path (our choice). A first version averaged all frames uniformly: it
-    bypassed the time-conditioned summary, so held-out Landsat frames decoded no better than a
-    tile mean (L1 0.607 vs 0.603; 0.40-0.46 without the skip), but it is what transfers to a
-    scene the model never saw: trained without ``s2_brandenburg``, the recipe with the skip beat
-    raw bands there (osm kNN-1 0.370 vs 0.354), the same model without it collapsed (0.315,
-    participation ratio 1.37); see ``benchmarks/README.md``. For a single-date source the two
+    The paper has no such path (our choice). It is what transfers to a scene the model never saw:
+    trained without ``s2_brandenburg``, the recipe with a skip beat raw bands there (osm kNN-1
+    0.370 vs 0.354), the same model without one collapsed (0.315, participation ratio 1.37). A
+    first version averaged all frames uniformly, which bypassed the time-conditioned summary:
+    held-out Landsat frames then decoded no better than a tile mean (L1 0.607 vs 0.603), and
+    extrapolated dates worse than carrying the last observation forward (MAE ratio 1.17). With
+    the summary's weights (same recipe, 1500 steps): 0.406 vs 0.603, and 0.92 of carry-forward;
+    in-scene kNN is unchanged (see ``benchmarks/README.md``). For a single-date source the two
     versions are the same.
     """
 
@@ -89,8 +96,31 @@ class PixelComposite(nn.Module):
         super().__init__()
         self.proj = nn.Conv2d(channels, dim, 1)
 
-    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return _per_frame(self.proj, torch.where(mask.unsqueeze(2), values, 0.0))
+    def forward(self, values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        w = weights * mask.to(weights.dtype)  # (B, T, L, L): no weight where a frame saw nothing
+        mixed = torch.einsum("bthw,btchw->bchw", w, torch.where(mask.unsqueeze(2), values, 0.0))  # (B, C, L, L)
+        return self.proj(mixed) + (w.sum(dim=1, keepdim=True) - 1) * self.proj.bias[:, None, None]
+
+
+@dataclass
+class PixelFrames:
+    """The sources' full-resolution frames for the pixel skip, in the frame order of the encoder's
+    features: per source its :class:`PixelComposite`, ``values (B, T_n, C_n, L, L)`` and
+    ``mask (B, T_n, L, L)``."""
+
+    composites: list[PixelComposite]
+    values: list[torch.Tensor]
+    masks: list[torch.Tensor]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """``(B, T, L, L)`` bool: every source's pixel masks, concatenated along time."""
+        return torch.cat(self.masks, dim=1)
+
+    def mix(self, weights: torch.Tensor) -> torch.Tensor:
+        """``sum_t w_t * proj_n(t)(x_t)`` over all frames: weights ``(B, T, L, L)`` -> ``(B, D, L, L)``."""
+        parts = weights.split([m.shape[1] for m in self.masks], dim=1)
+        return sum(c(v, m, w) for c, v, m, w in zip(self.composites, self.values, self.masks, parts, strict=True))
 
 
 class STPBlock(nn.Module):
@@ -132,8 +162,7 @@ class STPEncoder(nn.Module):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``features (B, T, D_P, L/2, L/2)``, ``codes (B, T, 2P)``, ``valid (B, T, L/2, L/2)``
         (the frame-level validity broadcast to the cells, see the module docstring) and the
-        full-resolution pixel skip: per-frame projections ``(B, T, D_P, L, L)`` with their pixel
-        masks ``(B, T, L, L)`` (:class:`PixelComposite`; frames in the order of ``features``)."""
+        full-resolution frames of the pixel skip (:class:`PixelFrames`)."""
         names = [n for n in self.projectors if n in batch.sources]  # fixed order
         srcs = [batch.sources[n] for n in names]
         p = torch.cat([self.projectors[n](s.values, s.mask) for n, s in zip(names, srcs, strict=True)], dim=1)
@@ -146,16 +175,16 @@ class STPEncoder(nn.Module):
         for block in self.blocks:
             p, t, s = block(p, t, s, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 8, h // 8))
         p = p + _per_frame(self.final_t, t) + _per_frame(self.final_s, s)
-        pixels = torch.cat([self.composites[n](x.values, x.mask) for n, x in zip(names, srcs, strict=True)], dim=1)
-        return p, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 2, h // 2), (pixels, mask)
+        pixels = PixelFrames([self.composites[n] for n in names], [x.values for x in srcs], [x.mask for x in srcs])
+        return p, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 2, h // 2), pixels
 
 
 class SummaryPooling(nn.Module):
     """Time-conditioned summary (paper S2.2.1): one query from the valid period pools the frames.
 
     ``features (B, T, D, h, w)``, ``codes (B, T, 2P)``, ``valid (B, T, h, w)``, period timecodes
-    ``(B, 2, 2P)``, durations ``(B,)`` and the pixel skip (per-frame projections ``(B, T, D, 2h, 2w)``
-    and their masks ``(B, T, 2h, 2w)``, :class:`PixelComposite`) -> unnormalised ``(B, E, 2h, 2w)``:
+    ``(B, 2, 2P)``, durations ``(B,)`` and the sources' full-resolution frames (:class:`PixelFrames`)
+    -> unnormalised ``(B, E, 2h, 2w)``:
     pooled cells, bilinear upsampling to L, plus the pixel skip averaged over the frames with the
     same attention weights (mean over heads, upsampled bilinearly to the pixels, renormalised over
     the frames valid at each pixel) and a projection of the attention mass those frames hold at the
@@ -191,7 +220,7 @@ class SummaryPooling(nn.Module):
         valid: torch.Tensor,
         period_codes: torch.Tensor,
         duration_days: torch.Tensor,
-        pixels: tuple[torch.Tensor, torch.Tensor],
+        pixels: PixelFrames,
     ) -> torch.Tensor:
         b, _, _, h, w = features.shape
         span = torch.log1p(duration_days / 365.25).to(features.dtype).unsqueeze(-1)
@@ -207,14 +236,10 @@ class SummaryPooling(nn.Module):
         pooled = rearrange(pooled, "(b h w) d -> b d h w", b=b, h=h) + query[:, :, None, None]
         return self.head(self.upsample(pooled) + self.skip(weights, pixels, b, h))
 
-    def skip(self, weights: torch.Tensor, pixels: tuple[torch.Tensor, torch.Tensor], b: int, h: int) -> torch.Tensor:
+    def skip(self, weights: torch.Tensor, pixels: PixelFrames, b: int, h: int) -> torch.Tensor:
         """The pixel skip of the summarised period: ``(B, D, 2h, 2w)`` from the attention weights
-        ``(B*h*w, heads, 1, T)`` and the per-frame projections and masks (see the class docstring)."""
-        frames, mask = pixels
+        ``(B*h*w, heads, 1, T)`` and the frames (see the class docstring)."""
         cell = rearrange(weights.mean(dim=1), "(b h w) 1 t -> b t h w", b=b, h=h)
-        at_pixel = self.upsample(cell) * mask.to(cell.dtype)  # (B, T, 2h, 2w)
+        at_pixel = self.upsample(cell) * pixels.mask.to(cell.dtype)  # (B, T, 2h, 2w)
         mass = at_pixel.sum(dim=1, keepdim=True)  # (B, 1, 2h, 2w), in [0, 1]
-        composite = torch.einsum("bthw,btdhw->bdhw", at_pixel, frames) / mass.clamp_min(1e-3)
-        return composite + self.coverage(mass)
-
-
+        return pixels.mix(at_pixel / mass.clamp_min(1e-3)) + self.coverage(mass)

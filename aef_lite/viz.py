@@ -455,11 +455,11 @@ def architecture_diagram(config: AEFConfig | None = None) -> Figure:
 
     # final resampling, summary, mu, decoders
     sx = 64.0
-    _box(ax, sx, 44.0, 11.0, 8.0, f"final resampling\nto 1/2 L (D_P = {c.dim_precision})\n+ per-pixel skip "
-         f"at L", "#fde9c9", fontsize=6.5)
+    _box(ax, sx, 44.0, 11.0, 8.0, f"final resampling\nto 1/2 L (D_P = {c.dim_precision})", "#fde9c9",
+         fontsize=6.5)
     _box(ax, sx, 29.5, 11.0, 12.0, f"summary pooling of a\nvalid period [t_s, t_e)\n(may hold no frame):\n"
-         f"one query from its timecodes\nattends over frames\n({c.heads_summary} heads) -> upsample to L",
-         "#d9f0d3", fontsize=6.3)
+         f"one query from its timecodes\nattends over frames\n({c.heads_summary} heads) -> upsample to L\n"
+         "+ pixel skip: frames at L\nmixed by the same weights", "#d9f0d3", fontsize=6.0)
     _arrow(ax, (bx + bw + 0.4, (top + bottom) / 2 + 4), (sx - 0.3, 48.0))
     _arrow(ax, (sx + 5.5, 43.7), (sx + 5.5, 41.8))
     mx = 78.0

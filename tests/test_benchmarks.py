@@ -49,7 +49,6 @@ def test_run_all_quick(tmp_path: Path) -> None:
     assert [r["size_px"] for r in sizes] == sorted(r["size_px"] for r in sizes) and len(sizes) >= 3
     for r in sizes:
         assert r["km2_per_s"] > 0 and r["time_per_km2_ratio"] > 0 and r["rss_peak_mib"] > 0
-    assert 0.5 < sizes[0]["time_per_km2_ratio"] < 2.0  # the smallest size against itself
 
     quality = res["quality"]
     assert set(quality["tables"]) == {f"{m}/{s}" for m in ("osm", "water_land") for s in ("random", "spatial")}

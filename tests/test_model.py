@@ -251,7 +251,13 @@ class TestPeriodPixelSkip:
         summary = model.summary
         seen: list[tuple[torch.Tensor, torch.Tensor]] = []
         original = summary.skip
-        summary.skip = lambda w, px, b, h: seen.append((w, original(w, px, b, h))) or seen[-1][1]
+
+        def recording_skip(weights: torch.Tensor, pixels: tuple[torch.Tensor, torch.Tensor], b: int,
+                           h: int) -> torch.Tensor:
+            seen.append((weights, original(weights, pixels, b, h)))
+            return seen[-1][1]
+
+        summary.skip = recording_skip
         try:
             encoded = model.encoder(batch)
             for period in ([[17000.0, 17100.0]], [[17200.0, 17300.0]]):
@@ -262,19 +268,23 @@ class TestPeriodPixelSkip:
         torch.testing.assert_close(w_a.sum(-1), torch.ones_like(w_a.sum(-1)))
         assert (w_a - w_b).abs().max().item() > 1e-4
         assert (skip_a - skip_b).abs().max().item() > 1e-4
-        frames = encoded[3][0][0]  # (T, D, L, L): the skip lies between the two frames' projections
-        lo, hi = torch.minimum(frames[0], frames[1]), torch.maximum(frames[0], frames[1])
+        comp = model.encoder.composites["landsat5"]  # the skip lies between the two frames' projections
+        frames = [comp(values, batch.sources["landsat5"].mask, torch.eye(2)[i].view(1, 2, 1, 1).expand(1, 2, L, L))
+                  for i in range(2)]
+        lo, hi = torch.minimum(*frames)[0], torch.maximum(*frames)[0]
         composite = skip_a[0] - summary.coverage(torch.ones(1, 1, L, L))[0]
         assert bool(((composite >= lo - 1e-5) & (composite <= hi + 1e-5)).all())
 
-    def test_single_frame_skip_is_the_frame_projection(self, model: AEFModel) -> None:
+    def test_composite_mixes_then_projects_like_projecting_every_frame(self, model: AEFModel) -> None:
+        """Mixing the frames first and projecting once equals the weighted sum of per-frame projections."""
         gen = torch.Generator().manual_seed(3)
-        mask = torch.rand(1, 1, L, L, generator=gen) > 0.5
-        frames = torch.randn(1, 1, 16, L, L, generator=gen)
-        weights = torch.ones(L * L // 4, 2, 1, 1)  # one frame: weight 1 at every cell
-        skip = model.summary.skip(weights, (frames, mask), 1, L // 2)
-        coverage = model.summary.coverage(mask[:, :1].float())
-        torch.testing.assert_close(skip - coverage, frames[:, 0] * mask[:, :1], atol=1e-5, rtol=1e-5)
+        values = torch.randn(2, 4, 3, L, L, generator=gen)
+        mask = torch.rand(2, 4, L, L, generator=gen) > 0.4
+        weights = torch.rand(2, 4, L, L, generator=gen)
+        comp = model.encoder.composites["landsat5"]
+        per_frame = torch.stack([comp.proj(torch.where(mask[:, t, None], values[:, t], 0.0)) for t in range(4)], 1)
+        expected = (weights * mask)[:, :, None].mul(per_frame).sum(1)
+        torch.testing.assert_close(comp(values, mask, weights), expected, atol=1e-5, rtol=1e-5)
 
     def test_hidden_pixels_never_enter_the_skip(self, model: AEFModel, batch: Batch) -> None:
         hidden = _clone(batch)
@@ -283,5 +293,6 @@ class TestPeriodPixelSkip:
         changed = _clone(hidden)
         for src in changed.sources.values():
             src.values[:, :, :, 4:12, 4:12] = 1e3
-        enc_a, enc_b = model.encoder(hidden), model.encoder(changed)
-        torch.testing.assert_close(enc_a[3][0], enc_b[3][0])
+        weights = torch.rand(B, sum(s.mask.shape[1] for s in batch.sources.values()), L, L)
+        mixed_a, mixed_b = model.encoder(hidden)[3].mix(weights), model.encoder(changed)[3].mix(weights)
+        torch.testing.assert_close(mixed_a, mixed_b)
