@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from aef_lite import AEFConfig, AEFModel
@@ -92,3 +93,20 @@ def test_continuous_time_measure_on_an_untrained_model(samples: dict[str, Sample
     (change,) = res["change"].values()
     assert -1 <= change["spearman"] <= 1 and 0 <= change["auc"] <= 1 and change["n_pixels"] > 0
     assert all(isinstance(v, bool) for v in res["goals"].values())
+
+
+def test_speedup_exports_a_revision_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    """``speedup.py`` times an earlier revision's package: it must export exactly that tree."""
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        speedup = importlib.import_module("speedup")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    tree = speedup.export_revision("HEAD", tmp_path / "old")
+    assert (tree / "aef_lite" / "model.py").read_text() == subprocess.run(
+        ["git", "-C", str(ROOT), "show", "HEAD:aef_lite/model.py"], capture_output=True, text=True).stdout
+    assert (tree / "data_samples").resolve() == (ROOT / "data_samples").resolve()
+    with pytest.raises(SystemExit, match="cannot export revision"):
+        speedup.export_revision("no-such-revision", tmp_path / "bad")
