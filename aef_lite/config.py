@@ -103,12 +103,22 @@ class TrainConfig:
     frames per source and tile (evenly spread); ``frames_window_days`` is the valid period of
     each row. ``ckpt_every`` writes ``ckpt_<step>.pt`` (and always at the last step); with
     ``out_dir=None`` nothing is written. ``device`` is ``"cpu"`` or ``"cuda"`` (falls back to
-    CPU when CUDA is not available); ``bf16`` enables bf16 autocast on CUDA only.
+    CPU when CUDA is not available); ``bf16`` enables bf16 autocast on CUDA only: on CPU (AMD EPYC
+    with AVX512-BF16, torch 2.13) bf16 autocast made the step 2.2x (tiny) and 1.45x (small) slower,
+    for embeddings that differ by up to 4e-3 from float32.
 
     ``threads``: torch intra-op CPU threads while training (restored afterwards; None leaves the
     current setting). Default 1: the tiny model runs thousands of small ops per step, and when
     other processes share the cores OpenMP's spin-waiting made 2 threads about 10x *slower* than
     1 on the 2-core development machine; 1 also makes the result independent of the core count.
+
+    ``compile``: run the step's forward through ``torch.compile`` (inductor; needs a C++ compiler
+    on CPU). Off by default because it does not pay within the demo: on the 2-core development
+    machine the first compilation of the tiny step took 571 s (recompiles included: T differs
+    between sites) for a 1.37x faster step, i.e. it breaks even after about 6700 steps; with
+    inductor's on-disk cache already filled by an earlier run it took 58 s (break-even about 730
+    steps), against 400 steps for the demo and 1500 for the reference recipe
+    (``python benchmarks/train_speed.py --compile``).
     """
 
     steps: int = 400
@@ -128,6 +138,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = 1
     bf16: bool = False
+    compile: bool = False
     log_every: int = 10
     val_every: int = 100
     ckpt_every: int = 200

@@ -145,7 +145,8 @@ class _Meter:
         return out
 
 
-RESUME_MAY_CHANGE = frozenset({"steps", "out_dir", "progress", "device", "threads", "bf16", "log_every", "val_every"})
+RESUME_MAY_CHANGE = frozenset({"steps", "out_dir", "progress", "device", "threads", "bf16", "compile", "log_every",
+                               "val_every"})
 """TrainConfig fields a resumed run may change; any other change (seed, batch size, lr, ckpt_every,
 data, loss weights, ...) would silently make a run that no uninterrupted run matches."""
 
@@ -237,6 +238,8 @@ def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = No
         if env.world_size > 1:
             ids = [device.index] if device.type == "cuda" else None
             step_fn = nn.parallel.DistributedDataParallel(objective, device_ids=ids, find_unused_parameters=True)
+        if cfg.compile:
+            step_fn = torch.compile(step_fn)
 
         sites = load_sites(cfg.sites, cfg.tile, cfg.frames_window_days)
         val = [draw_batch(s.val, np.random.default_rng(step_seed(cfg.seed, VAL_STREAM, i)), cfg)[0].to(device)
@@ -301,6 +304,8 @@ def _configs(args: argparse.Namespace) -> tuple[AEFConfig | None, TrainConfig, P
         given["threads"] = args.threads or None
     if args.bf16:
         given["bf16"] = True
+    if args.compile:
+        given["compile"] = True
     model_cfg = None if args.preset is None else AEFConfig.small() if args.preset == "small" else AEFConfig.tiny()
     run = {"progress": not args.no_progress, **({"out_dir": args.out} if args.out is not None else {})}
     if args.resume is None:
@@ -330,6 +335,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m aef_lite.trai
     parser.add_argument("--threads", type=int, default=None,
                         help=f"torch CPU threads (0: leave as is; default {defaults.threads})")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the step (pays only for long "
+                        "runs: compiling takes minutes on CPU)")
     parser.add_argument("--log-every", type=int, default=None, help=f"default {defaults.log_every}")
     parser.add_argument("--val-every", type=int, default=None, help=f"default {defaults.val_every}")
     parser.add_argument("--ckpt-every", type=int, default=None, help=f"default {defaults.ckpt_every}")

@@ -15,7 +15,11 @@ Reported per config (tiny, small):
 * utilisation = model FLOP/s / dense float32 matmul FLOP/s, the latter measured by
   :func:`common.matmul_flops_per_s` right before each timed pass at the same thread count.
 
-Run ``python benchmarks/train_speed.py [--quick] [--threads N] [--profile]``.
+``--compile`` measures instead what ``TrainConfig(compile=True)`` buys on the tiny config: the
+first pass over 12 steps through ``torch.compile`` (compilation and recompiles included), then the
+compiled step time against the eager one, and the number of steps after which compiling pays.
+
+Run ``python benchmarks/train_speed.py [--quick] [--threads N] [--profile | --compile]``.
 """
 
 from __future__ import annotations
@@ -161,6 +165,49 @@ def measure(name: str, quick: bool, show_profile: bool) -> dict:
     }
 
 
+DEMO_STEPS, REFERENCE_STEPS = 400, 1500
+"""Steps of ``aef-lite demo`` and of the reference recipe, against which compiling is weighed."""
+
+
+def measure_compile(n_steps: int = 12) -> dict:
+    """Eager vs ``torch.compile`` on the tiny config: seconds per step (median of 3 passes after
+    warm-up), the compiled first pass (compilation included), and the break-even step count."""
+    model_cfg = AEFConfig.tiny()
+    train_cfg = TrainConfig(tile=model_cfg.tile_size, out_dir=None, progress=False)
+    timed = {}
+    for mode in ("eager", "compiled"):
+        trainer = Trainer(model_cfg, train_cfg)
+        steps, _, _ = prepare_steps(trainer, n_steps)
+        if mode == "compiled":
+            trainer.objective = torch.compile(trainer.objective)
+        passes = []
+        for _ in range(4):  # the first pass warms up (and compiles)
+            start = time.perf_counter()
+            for step in steps:
+                trainer.step(step)
+            passes.append(time.perf_counter() - start)
+        timed[mode] = {"first_pass_s": passes[0], "step_s": median(passes[1:]) / n_steps}
+    eager, compiled = timed["eager"]["step_s"], timed["compiled"]["step_s"]
+    overhead = timed["compiled"]["first_pass_s"] - n_steps * compiled
+    return {"eager_step_s": eager, "compiled_step_s": compiled, "compile_overhead_s": overhead,
+            "speedup": eager / compiled,
+            "break_even_steps": overhead / (eager - compiled) if eager > compiled else float("inf")}
+
+
+def main_compile(threads: int = 1) -> dict:
+    """Print and return :func:`measure_compile` (see the module docstring)."""
+    with torch_threads(threads):
+        print_machine(machine_info())
+        r = measure_compile()
+    print(f"tiny: eager {r['eager_step_s']:.3f} s/step, compiled {r['compiled_step_s']:.3f} s/step "
+          f"(x{r['speedup']:.2f}), compilation {r['compile_overhead_s']:.0f} s")
+    for name, steps in (("demo", DEMO_STEPS), ("reference recipe", REFERENCE_STEPS)):
+        pays = r["break_even_steps"] <= steps
+        print(f"compile pays within the {name} ({steps} steps): {'yes' if pays else 'no'} "
+              f"(break-even after {r['break_even_steps']:.0f} steps)")
+    return r
+
+
 def main(quick: bool = False, threads: int = 1, show_profile: bool = False) -> dict:
     """Measure every config; print a table; return ``{"machine": ..., "tiny": {...}, "small": {...}}``."""
     with torch_threads(threads):
@@ -192,5 +239,9 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="few steps and repeats (smoke test)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as in TrainConfig)")
     parser.add_argument("--profile", action="store_true", help="print the top operators by self CPU time")
+    parser.add_argument("--compile", action="store_true", help="eager vs torch.compile on tiny (takes minutes)")
     args = parser.parse_args()
-    main(args.quick, args.threads, args.profile)
+    if args.compile:
+        main_compile(args.threads)
+    else:
+        main(args.quick, args.threads, args.profile)

@@ -300,6 +300,9 @@ def test_make_batch_pads_short_rows(samples: dict[str, Sample]) -> None:
     assert sb.days[0, 0] == l7.days[0] and sb.days[0, -1] == l7.days[-1]  # ends kept
     assert torch.all(sb.days[0].diff() > 0)
     assert torch.equal(batch.period, torch.tensor([[14000.0, 14400.0]] * 2, dtype=torch.float64))
+    expected = normalise(torch.from_numpy(l7.values[:5]).float(), "landsat7", torch.from_numpy(l7.mask[:5]))
+    torch.testing.assert_close(sb.values[1, :5], expected, rtol=0, atol=1e-6)  # stacked, then normalised
+    assert expected.abs().max() > 0
 
 
 def test_make_batch_errors(samples: dict[str, Sample]) -> None:

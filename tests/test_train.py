@@ -120,6 +120,24 @@ def test_main_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert '"step": 2' in capsys.readouterr().out
 
 
+def test_compile_switch_wraps_the_step_and_is_off_by_default(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    wrapped: list[torch.nn.Module] = []
+
+    def fake_compile(module: torch.nn.Module) -> torch.nn.Module:  # records, runs eagerly (no compiler here)
+        wrapped.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    train(AEFConfig.tiny(), _cfg(None, steps=1))
+    assert wrapped == []
+    result = train(AEFConfig.tiny(), _cfg(None, steps=2, compile=True))
+    assert [type(m).__name__ for m in wrapped] == ["AEFObjective"]
+    assert wrapped[0].model is result.model and len(result.history) == 2
+    main(["--steps", "1", "--batch-size", "2", "--out", str(tmp_path), "--no-progress", "--compile"])
+    assert len(wrapped) == 2 and load_checkpoint(tmp_path / "ckpt_000001.pt")["train_config"]["compile"] is True
+
+
 def test_samples_smaller_than_the_tile_are_skipped_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="skipping landsat_colorado"):
         sites = load_sites(["landsat_colorado", "s2_virginia"], tile=64, window_days=365.0)
