@@ -3,10 +3,12 @@
 The model sees ``L x L`` tiles (paper S2.4: L = 128 px = 1.28 km; the tiny config uses 32 px).
 A scene of any size is embedded by :func:`embed_scene`:
 
-* the scene is first padded by reflection (:func:`reflect_pad`) by ``overlap / 2`` px on every
-  side, and to at least one tile, so pixels at the scene's edges are not at a tile's zero-padded
+* the scene is padded by reflection (:func:`reflect_pad`) by ``overlap / 2`` px on every side,
+  and to at least one tile, so pixels at the scene's edges are not at a tile's zero-padded
   border (this removed an edge artefact in the outer 2-3 columns) and scenes smaller than a
-  tile can be embedded; the padding is cropped off the result;
+  tile can be embedded; the padding is cropped off the result. The padded scene is never built:
+  each tile is gathered from the original through the padding's index maps (:func:`pad_indices`),
+  so memory stays one batch of tiles plus the output;
 * tiles of ``tile`` px step by ``tile - overlap`` (:func:`aef_lite.data.tile_grid`), the last row
   and column flush with the padded scene's edge, so the whole scene is covered;
 * overlapping tiles are blended, not cut: each tile's vectors are weighted by a window that is 1
@@ -41,7 +43,6 @@ from aef_lite.data import (
     annual_period,
     check_sample_grid,
     check_tile_multiple,
-    cut_tile,
     make_batch,
     read_npz,
     tile_grid,
@@ -107,22 +108,38 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
     return np.clip(d / max(overlap, 1), 1.0 / (2 * max(overlap, 1)), 1.0).astype(np.float32)
 
 
+def pad_indices(height: int, width: int, margin: int, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reflection padding as index maps: ``(rows, cols)``, int arrays of the padded height and width
+    whose entries are the original row / column each padded position copies. ``margin`` px on
+    each side, more at the bottom / right if needed to reach ``min_size``; mirrored without
+    repeating the edge pixel (numpy's ``"reflect"``), or with it (``"symmetric"``) when the scene
+    is too small to mirror."""
+    extra_h = max(0, min_size - (height + 2 * margin))
+    extra_w = max(0, min_size - (width + 2 * margin))
+    mode = "reflect" if min(height, width) > max(margin + max(extra_h, extra_w), 1) else "symmetric"
+    rows = np.pad(np.arange(height), (margin, margin + extra_h), mode=mode)
+    cols = np.pad(np.arange(width), (margin, margin + extra_w), mode=mode)
+    return rows, cols
+
+
+def _gather(sample: Sample, rows: np.ndarray, cols: np.ndarray) -> Sample:
+    """Every source (values and masks) at ``rows x cols`` of its grid; labels dropped."""
+    def take(a: np.ndarray) -> np.ndarray:
+        return a[..., rows[:, None], cols[None, :]]
+
+    sources = {k: replace(s, values=take(s.values), mask=take(s.mask)) for k, s in sample.sources.items()}
+    return replace(sample, sources=sources, labels={})
+
+
 def reflect_pad(sample: Sample, margin: int, min_size: int) -> tuple[Sample, int, int]:
-    """Pad every source (values and masks) by reflection: ``margin`` px on each side, more at the
-    bottom / right if needed to reach ``min_size``. Returns the padded sample and the (top, left)
-    offset of the original pixels. Labels are dropped (not needed for embedding)."""
-    extra_h = max(0, min_size - (sample.height + 2 * margin))
-    extra_w = max(0, min_size - (sample.width + 2 * margin))
-    pads = ((margin, margin + extra_h), (margin, margin + extra_w))
-    mode = "reflect" if min(sample.height, sample.width) > max(margin + max(extra_h, extra_w), 1) else "symmetric"
-
-    def pad(a: np.ndarray) -> np.ndarray:
-        return np.pad(a, [(0, 0)] * (a.ndim - 2) + list(pads), mode=mode)
-
-    sources = {k: replace(s, values=pad(s.values), mask=pad(s.mask)) for k, s in sample.sources.items()}
+    """Pad every source (values and masks) by reflection as :func:`pad_indices` says. Returns the
+    padded sample and the (top, left) offset of the original pixels. Labels are dropped (not needed
+    for embedding). :func:`embed_scene` does not build this copy: it gathers each tile from the
+    original scene through the same index maps."""
+    rows, cols = pad_indices(sample.height, sample.width, margin, min_size)
     a, b, c, d, e, f = sample.transform
     transform = [a, b, c - a * margin - b * margin, d, e, f - d * margin - e * margin]
-    return replace(sample, sources=sources, labels={}, transform=transform), margin, margin
+    return replace(_gather(sample, rows, cols), transform=transform), margin, margin
 
 
 def _has_valid_pixel(tile: Sample) -> bool:
@@ -171,19 +188,22 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
     check_sample_grid(sample)
     span = annual_period(sample) if period is None else np.asarray(period, dtype=np.float64)
     scene = support_of(sample, span)
-    padded, top, left = reflect_pad(scene, overlap // 2, tile)
+    top = left = overlap // 2
+    rows, cols = pad_indices(height, width, top, tile)  # the padded scene, never materialised
+
+    def cut(r: int, c: int) -> Sample:
+        return _gather(scene, rows[r:r + tile], cols[c:c + tile])
+
     window = blend_window(tile, overlap)
     weight_tile = window[:, None] * window[None, :]  # (tile, tile)
 
     device = next(model.parameters()).device
     out = np.zeros((model.config.embed_dim, height, width), dtype=np.float32)  # accumulated in place
     weight = np.zeros((height, width), dtype=np.float32)
-    corners = tile_grid(padded.height, padded.width, tile, overlap)
-    todo = [(r, c) for r, c in corners if _has_valid_pixel(cut_tile(padded, r, c, tile))]
+    todo = [(r, c) for r, c in tile_grid(len(rows), len(cols), tile, overlap) if _has_valid_pixel(cut(r, c))]
     for i in range(0, len(todo), batch_size):
         chunk = todo[i:i + batch_size]
-        batch = make_batch([cut_tile(padded, r, c, tile) for r, c in chunk], period=span,
-                           max_frames=max_frames).to(device)
+        batch = make_batch([cut(r, c) for r, c in chunk], period=span, max_frames=max_frames).to(device)
         with torch.inference_mode():  # no autograd bookkeeping: the vectors go straight to numpy
             emb = model.embed(batch).to(torch.float32).cpu().numpy()  # (b, E, tile, tile)
         for (r, c), e in zip(chunk, emb, strict=True):

@@ -43,8 +43,11 @@ def support_window(period: tuple[float, float] | np.ndarray) -> tuple[float, flo
 
 
 def frames_in(series: SourceSeries, start: float, end: float) -> SourceSeries:
-    """The frames of ``series`` with ``start <= day < end`` (possibly none)."""
+    """The frames of ``series`` with ``start <= day < end`` (possibly none); ``series`` itself, not a
+    copy of its arrays, when every frame is inside."""
     keep = (series.days >= start) & (series.days < end)
+    if keep.all():
+        return series
     return replace(series, values=series.values[keep], days=series.days[keep], mask=series.mask[keep])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import replace
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from aef_lite import AEFConfig, AEFModel
 from aef_lite.data import Sample, annual_period, cut_tile, make_batch
 from aef_lite.diagnostics import grid_line_ratio
-from aef_lite.embed import blend_window, embed_scene, reflect_pad
+from aef_lite.embed import blend_window, embed_scene, pad_indices, reflect_pad
 from aef_lite.support import MAX_FRAMES, support_of, support_window
 
 
@@ -39,6 +40,29 @@ def test_reflect_pad_mirrors_values_and_masks(samples: dict[str, Sample]) -> Non
     np.testing.assert_array_equal(p.values[..., 7, 8:40], s.values[..., 1, :])  # mirrored, edge not repeated
     np.testing.assert_array_equal(p.mask[..., 8:40, 8:40], s.mask)
     assert padded.transform[2] == pytest.approx(scene.transform[2] - 8 * scene.transform[0])
+
+
+@pytest.mark.parametrize(("h", "w", "margin", "min_size"), [(40, 50, 8, 32), (10, 30, 8, 32), (3, 3, 8, 32)])
+def test_pad_indices_are_numpys_padding(h: int, w: int, margin: int, min_size: int) -> None:
+    a = np.random.default_rng(0).normal(size=(2, h, w))
+    rows, cols = pad_indices(h, w, margin, min_size)
+    extra = (max(0, min_size - h - 2 * margin), max(0, min_size - w - 2 * margin))
+    mode = "reflect" if (h, w) == (40, 50) else "symmetric"
+    expected = np.pad(a, [(0, 0), (margin, margin + extra[0]), (margin, margin + extra[1])], mode=mode)
+    np.testing.assert_array_equal(a[:, rows[:, None], cols[None, :]], expected)
+
+
+def test_embedding_a_scene_never_copies_it(model: AEFModel, samples: dict[str, Sample]) -> None:
+    scene = samples["s2_brandenburg"]  # 512 x 512 px, 13 bands: 14 MB; a batch of 8 tiles: 0.4 MB
+    s2 = scene.sources["s2"]
+    scene_bytes = s2.values.nbytes + s2.mask.nbytes
+    tracemalloc.start()  # numpy's allocations are traced (torch's are not)
+    try:
+        field = embed_scene(model, scene, batch_size=8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - field.emb.nbytes < 0.5 * scene_bytes, (peak, field.emb.nbytes, scene_bytes)
 
 
 def test_one_tile_without_overlap_equals_the_direct_embedding(model: AEFModel, samples: dict[str, Sample]) -> None:
