@@ -142,10 +142,6 @@ def reflect_pad(sample: Sample, margin: int, min_size: int) -> tuple[Sample, int
     return replace(_gather(sample, rows, cols), transform=transform), margin, margin
 
 
-def _has_valid_pixel(tile: Sample) -> bool:
-    return any(bool(s.mask.any()) for s in tile.sources.values())
-
-
 EMBED_BATCH = 32
 """Default tiles per forward pass of :func:`embed_scene`. Larger batches amortise the per-operator
 overhead of the small model: on 1 CPU thread, 32 tiles of 32 px embed a 256 px scene 1.4x faster
@@ -200,21 +196,25 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
     device = next(model.parameters()).device
     out = np.zeros((model.config.embed_dim, height, width), dtype=np.float32)  # accumulated in place
     weight = np.zeros((height, width), dtype=np.float32)
-    todo = [(r, c) for r, c in tile_grid(len(rows), len(cols), tile, overlap) if _has_valid_pixel(cut(r, c))]
+    observed = np.zeros((height, width), dtype=bool)  # any valid frame of any source at the pixel
+    for series in scene.sources.values():
+        observed |= series.mask.any(axis=0)
+    todo = [(r, c) for r, c in tile_grid(len(rows), len(cols), tile, overlap)
+            if observed[np.ix_(rows[r:r + tile], cols[c:c + tile])].any()]
+    blend = torch.from_numpy(weight_tile).to(device)
     for i in range(0, len(todo), batch_size):
         chunk = todo[i:i + batch_size]
         batch = make_batch([cut(r, c) for r, c in chunk], period=span, max_frames=max_frames).to(device)
         with torch.inference_mode():  # no autograd bookkeeping: the vectors go straight to numpy
-            emb = model.embed(batch).to(torch.float32).cpu().numpy()  # (b, E, tile, tile)
+            emb = (model.embed(batch).to(torch.float32) * blend).cpu().numpy()  # (b, E, tile, tile), weighted
         for (r, c), e in zip(chunk, emb, strict=True):
             # the part of the tile inside the original scene (padding is never accumulated)
             r0, r1 = max(r, top), min(r + tile, top + height)
             c0, c1 = max(c, left), min(c + tile, left + width)
             if r0 >= r1 or c0 >= c1:
                 continue
-            w = weight_tile[r0 - r:r1 - r, c0 - c:c1 - c]
-            out[:, r0 - top:r1 - top, c0 - left:c1 - left] += e[:, r0 - r:r1 - r, c0 - c:c1 - c] * w
-            weight[r0 - top:r1 - top, c0 - left:c1 - left] += w
+            out[:, r0 - top:r1 - top, c0 - left:c1 - left] += e[:, r0 - r:r1 - r, c0 - c:c1 - c]
+            weight[r0 - top:r1 - top, c0 - left:c1 - left] += weight_tile[r0 - r:r1 - r, c0 - c:c1 - c]
     norm = np.zeros_like(weight)
     for band in out:  # band by band: np.linalg.norm(out, axis=0) would allocate a field-sized square
         norm += band * band

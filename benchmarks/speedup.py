@@ -14,8 +14,9 @@ on shared machines, so both versions run here, alternately, each probe in a fres
 * ``demo`` (with ``--demo``; about 2 minutes per run): the wall time of ``aef-lite demo`` with
   its defaults, as a user runs it.
 
-Prints the times, the ratios old/new and ``GOAL`` lines: inference >= 1.5x faster with the same
-embeddings; the demo under 90 s.
+Prints the median times, the median over rounds of the paired ratio old/new (each round times both
+versions back to back, so a change of the machine's load between rounds cancels) and ``GOAL``
+lines: inference >= 1.5x faster with the same embeddings; the demo under 90 s.
 
 The embeddings can only be the same where both versions have the same architecture; a change of
 the model itself is timed the same way, and its max |diff| is then large by design.
@@ -145,8 +146,9 @@ def main(baseline: str, rounds: int = 2, demo: bool = False, new: str | None = N
     for probe, t in times.items():
         if t["new"]:
             old, new = median(t["old"]), median(t["new"])
-            results[probe] = {"old_s": old, "new_s": new, "speedup": old / new}
-            print(f"{probe:>6} {old:8.3f} {new:8.3f} {old / new:8.2f}")
+            paired = median([o / n for o, n in zip(t["old"], t["new"], strict=True)])  # robust to load drift
+            results[probe] = {"old_s": old, "new_s": new, "speedup": paired}
+            print(f"{probe:>6} {old:8.3f} {new:8.3f} {paired:8.2f}")
     results["embed_max_abs_diff"] = diff
     inference = results["embed"]["speedup"]
     met = inference >= INFERENCE_GOAL and diff <= EMBED_TOLERANCE
