@@ -36,6 +36,7 @@ from aef_lite.config import AEFConfig, TrainConfig
 from aef_lite.data import Batch
 from aef_lite.model import AEFModel
 from aef_lite.objective import AEFObjective
+from aef_lite.reference import reference_configs
 from aef_lite.sampling import load_sites, step_batch, step_seed
 from aef_lite.text import TextTower
 from aef_lite.train import _optimizer
@@ -165,8 +166,9 @@ def measure(name: str, quick: bool, show_profile: bool) -> dict:
     }
 
 
-DEMO_STEPS, REFERENCE_STEPS = 400, 1500
-"""Steps of ``aef-lite demo`` and of the reference recipe, against which compiling is weighed."""
+DEMO_STEPS, REFERENCE_STEPS = TrainConfig().steps, reference_configs()[1].steps
+"""Steps of ``aef-lite demo`` (TrainConfig's default) and of the reference recipe, against which
+compiling is weighed."""
 
 
 def measure_compile(n_steps: int = 12) -> dict:
