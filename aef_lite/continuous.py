@@ -409,6 +409,36 @@ def mean_cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(1.0 - np.nanmean(cos))
 
 
+def median_composite(sample: Sample, picks: dict[str, np.ndarray], like: str) -> np.ndarray:
+    """Per-pixel median of the clear input reflectance (C, H, W) of the sources with the same
+    bands as ``like`` (NaN where no input frame is clear): the raw-data counterpart of an
+    embedding of the same frames."""
+    values, mask, _ = pooled_inputs(sample, picks, like)
+    clear = np.where(mask[:, None], values, np.nan)
+    out = np.full(values.shape[1:], np.nan)
+    seen = mask.any(axis=0)
+    out[:, seen] = np.nanmedian(clear[:, :, seen], axis=0)  # every seen pixel has a clear frame
+    return out
+
+
+def season_contrast(maps: dict[tuple[int, str], np.ndarray],
+                    distance: Callable[[np.ndarray, np.ndarray], float]) -> tuple[float, float]:
+    """``(d_cross, d_same)``: the mean ``distance`` between the two seasons' maps of one year, and
+    between one season's maps of consecutive years (see :func:`season_checks`)."""
+    years = sorted({y for y, _ in maps})
+    seasons = list(SEASONS)
+    cross = [distance(maps[(y, seasons[0])], maps[(y, seasons[1])]) for y in years
+             if (y, seasons[0]) in maps and (y, seasons[1]) in maps]
+    same = [distance(maps[(y, s)], maps[(y + 1, s)]) for s in seasons for y in years
+            if (y, s) in maps and (y + 1, s) in maps]
+    return (float(np.mean(cross)) if cross else float("nan"), float(np.mean(same)) if same else float("nan"))
+
+
+def mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean ``|a - b|`` over the entries finite in both (e.g. two reflectance composites)."""
+    return float(np.nanmean(np.abs(a - b)))
+
+
 def season_checks(fields: dict[tuple[int, str], np.ndarray], results: Sequence[TrialResult]) -> dict:
     """The two sub-annual checks.
 
@@ -426,11 +456,8 @@ def season_checks(fields: dict[tuple[int, str], np.ndarray], results: Sequence[T
         fields: (year, season) -> (E, H, W) embedding of the season from all its inputs.
         results: :func:`run_trial` results of :func:`season_trials` (one target each).
     """
-    years = sorted({y for y, _ in fields})
     seasons = list(SEASONS)
-    cross = [mean_cosine_distance(fields[(y, seasons[0])], fields[(y, seasons[1])]) for y in years]
-    same = [mean_cosine_distance(fields[(y, s)], fields[(y + 1, s)]) for s in seasons for y in years
-            if (y + 1, s) in fields]
+    d_cross, d_same = season_contrast(fields, mean_cosine_distance)
     by_key = {(r.records[0]["year"], r.records[0]["season"], r.records[0]["rep"]): r for r in results}
     methods = list(results[0].preds) if results else [MODEL]
     own = {m: {s: [] for s in seasons} for m in methods}
@@ -449,8 +476,6 @@ def season_checks(fields: dict[tuple[int, str], np.ndarray], results: Sequence[T
     decode = {m: {s: {"own": float(np.mean(own[m][s])) if own[m][s] else float("nan"),
                       "other": float(np.mean(other[m][s])) if other[m][s] else float("nan"), "n": len(own[m][s])}
                   for s in seasons} for m in methods}
-    d_cross = float(np.mean(cross)) if cross else float("nan")
-    d_same = float(np.mean(same)) if same else float("nan")
     return {"d_cross_season": d_cross, "d_same_season": d_same, "distinct": bool(d_cross > d_same),
             "decode": decode[MODEL], "decode_baselines": {m: d for m, d in decode.items() if m != MODEL},
             "own_closer": bool(all(d["n"] and d["own"] < d["other"] for d in decode[MODEL].values()))}

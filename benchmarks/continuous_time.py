@@ -16,7 +16,9 @@ in training).
 (c) sub-annual periods: spring (Apr-Jun) and autumn (Aug-Oct) of each year as valid periods; one
     frame of each held out and decoded; checks that the two seasons' embeddings of a year differ
     more than one season's in consecutive years, and that each season's decoded frame is closer to
-    its own season's observation than to the other season's.
+    its own season's observation than to the other season's. The same contrast of the raw data
+    (per-pixel median composites of the same input frames, mean |diff| in reflectance) is printed
+    beside the embeddings' as a reference.
 Change detection (measured, no goal): year-to-year dot product of annual embedding fields against
 the change in clear-sky June-August NDVI (Spearman, ROC AUC for the top 10 % NDVI changes).
 
@@ -142,16 +144,22 @@ def measure(model: AEFModel, sample: Sample, seeds: int, per_case: int, max_fram
     # (c) sub-annual periods
     years_emb = ct.season_years(sample, min_frames=1)
     years_emb = [y for y in years_emb if y <= max(years_dec) + 1] if season_years is not None else years_emb
-    fields = {(y, s): ct.embed_period(model, sample, ct.choose_inputs(sample, ct.season_period(y, s),
-                                                                      max_frames=max_frames), ct.season_period(y, s))
-              for y in years_emb for s in ct.SEASONS}
+    picks = {(y, s): ct.choose_inputs(sample, ct.season_period(y, s), max_frames=max_frames)
+             for y in years_emb for s in ct.SEASONS}
+    fields = {k: ct.embed_period(model, sample, p, ct.season_period(*k)) for k, p in picks.items()}
+    like = next(iter(sample.sources))
+    composites = {k: ct.median_composite(sample, p, like) for k, p in picks.items()}
     methods = ("nearest", "linear", "harmonic")
     c = {"reconstruction": ct.summarise_mae([r for res in season_results for r in res.records], methods),
-         **ct.season_checks(fields, season_results), "years_decoded": years_dec, "years_embedded": years_emb}
+         **ct.season_checks(fields, season_results), "years_decoded": years_dec, "years_embedded": years_emb,
+         "composite": dict(zip(("d_cross_season", "d_same_season"),
+                               ct.season_contrast(composites, ct.mean_abs_difference), strict=True))}
     print(f"\n(c) sub-annual periods {dict(ct.SEASONS)} (days [MM-DD, MM-DD)); decoded years {years_dec}")
     print(_line("held-out in season", c["reconstruction"], methods))
     print(f"  1 - mean cos: same year, other season {c['d_cross_season']:.4f}; same season, next year "
           f"{c['d_same_season']:.4f}  (years {years_emb})")
+    print(f"  raw median composites of the same inputs, mean |diff| (reflectance): same year, other season "
+          f"{c['composite']['d_cross_season']:.4f}; same season, next year {c['composite']['d_same_season']:.4f}")
     for s, d in c["decode"].items():
         lin = c["decode_baselines"]["linear"][s]
         print(f"  {s}: decoded vs own season's target MAE {d['own']:.4f}, vs other season's {d['other']:.4f} "
@@ -180,7 +188,8 @@ def measure(model: AEFModel, sample: Sample, seeds: int, per_case: int, max_fram
           f"model {eb['mae'][ct.MODEL]['mean']:.4f} vs carry {eb['mae']['carry']['mean']:.4f}, "
           f"ratio {eb['ratio']['carry']:.2f}, {eb['n_targets']} targets")
     _goal("GOAL", "seasons_distinct", c["distinct"],
-          f"1 - cos other season {c['d_cross_season']:.4f} vs next year {c['d_same_season']:.4f}")
+          f"1 - cos other season {c['d_cross_season']:.4f} vs next year {c['d_same_season']:.4f}; raw "
+          f"composites {c['composite']['d_cross_season']:.4f} vs {c['composite']['d_same_season']:.4f}")
     _goal("GOAL", "seasons_decode_own", c["own_closer"],
           ", ".join(f"{s} own {d['own']:.4f} vs other {d['other']:.4f}" for s, d in c["decode"].items()))
     for name, s in (("interpolation", ia), ("extrapolation", eb), ("seasons", c["reconstruction"])):

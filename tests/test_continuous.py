@@ -137,6 +137,28 @@ def test_season_checks_on_constructed_fields() -> None:
     assert not checks["own_closer"]  # no decoded targets: the decoding check cannot pass
 
 
+def test_season_contrast_pairs_years_and_seasons() -> None:
+    maps = {(2008, "spring"): np.zeros((1, 2, 2)), (2008, "autumn"): np.full((1, 2, 2), 3.0),
+            (2009, "spring"): np.ones((1, 2, 2)), (2009, "autumn"): np.full((1, 2, 2), 5.0)}
+    cross, same = ct.season_contrast(maps, ct.mean_abs_difference)
+    assert cross == pytest.approx((3.0 + 4.0) / 2) and same == pytest.approx((1.0 + 2.0) / 2)
+    cross, same = ct.season_contrast({(2008, "spring"): maps[(2008, "spring")]}, ct.mean_abs_difference)
+    assert np.isnan(cross) and np.isnan(same)
+
+
+def test_median_composite_uses_clear_inputs_only(landsat: Sample) -> None:
+    period = ct.season_period(ct.season_years(landsat, min_frames=1)[0], "autumn")
+    picks = ct.choose_inputs(landsat, period)
+    values, mask, _ = ct.pooled_inputs(landsat, picks, "landsat5")
+    comp = ct.median_composite(landsat, picks, "landsat5")
+    assert comp.shape == values.shape[1:]
+    seen = mask.any(axis=0)
+    assert np.isfinite(comp[:, seen]).all() and np.isnan(comp[:, ~seen]).all()
+    r, c = np.argwhere(seen)[0]
+    expected = np.median(values[mask[:, r, c], :, r, c], axis=0)
+    np.testing.assert_allclose(comp[:, r, c], expected)
+
+
 def test_change_agreement_ranks_the_changed_pixels_first() -> None:
     h = w = 10
     a = np.zeros((4, h, w))
