@@ -43,6 +43,7 @@ import torch
 
 from aef_lite.data import Sample, days_since_origin, denormalise, to_iso
 from aef_lite.embed import embed_scene
+from aef_lite.evaluate import median_composite as median_composite_of_frames
 from aef_lite.model import AEFModel
 from aef_lite.timeseries import (
     carry_observation,
@@ -414,11 +415,7 @@ def median_composite(sample: Sample, picks: dict[str, np.ndarray], like: str) ->
     bands as ``like`` (NaN where no input frame is clear): the raw-data counterpart of an
     embedding of the same frames."""
     values, mask, _ = pooled_inputs(sample, picks, like)
-    clear = np.where(mask[:, None], values, np.nan)
-    out = np.full(values.shape[1:], np.nan)
-    seen = mask.any(axis=0)
-    out[:, seen] = np.nanmedian(clear[:, :, seen], axis=0)  # every seen pixel has a clear frame
-    return out
+    return np.where(mask.any(axis=0), median_composite_of_frames(values, mask), np.nan)
 
 
 def season_contrast(maps: dict[tuple[int, str], np.ndarray],

@@ -276,7 +276,7 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def _median_composite(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def median_composite(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per-band median over the valid frames: values (T, C, H, W), mask (T, H, W) -> (C, H, W);
     0 (the normalised mean) where a pixel has no valid frame."""
     x = np.where(mask[:, None], values, np.nan)
@@ -297,7 +297,7 @@ def raw_band_features(sample: Sample) -> FeatureMap:
     parts = []
     for series in sample.sources.values():
         z = normalise(series.values.astype(np.float32), series.sensor, series.mask)
-        parts.append(_median_composite(z, series.mask))
+        parts.append(median_composite(z, series.mask))
     return np.concatenate(parts).astype(np.float32)
 
 
