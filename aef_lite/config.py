@@ -107,6 +107,11 @@ class TrainConfig:
     with AVX512-BF16, torch 2.13) bf16 autocast made the step 2.2x (tiny) and 1.45x (small) slower,
     for embeddings that differ by up to 4e-3 from float32.
 
+    ``full_extent_dir``: a folder written by ``python data_samples/prepare.py --full-extent``; the
+    Sentinel-2 sites then train on the whole scenes their shipped samples were cut from (12x
+    the pixels), while validation stays on the shipped samples' held-out blocks
+    (:func:`aef_lite.sampling.with_full_extent`). None trains on the shipped samples alone.
+
     ``threads``: torch intra-op CPU threads while training (restored afterwards; None leaves the
     current setting). Default 1: the tiny model runs thousands of small ops per step, and when
     other processes share the cores OpenMP's spin-waiting made 2 threads about 10x *slower* than
@@ -133,6 +138,7 @@ class TrainConfig:
     loss_weights: LossWeights = field(default_factory=LossWeights)
     p_drop_source: float = 0.3
     sites: tuple[str, ...] = SITES
+    full_extent_dir: str | None = None
     val_batches: int = 1
     seed: int = 0
     device: str = "cpu"

