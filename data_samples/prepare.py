@@ -653,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default: here; with --full-extent {DEFAULT_FULL_EXTENT_DIR})")
     parser.add_argument("--full-extent", action="store_true",
-                        help="write the whole Sentinel-2 scenes (training cache, about 0.2 GB) instead")
+                        help="write the whole Sentinel-2 scenes (training cache, about 65 MB) instead")
     parser.add_argument("--check", action="store_true",
                         help="rebuild into a temp dir and compare with the committed files")
     parser.add_argument("--print-norm-stats", action="store_true",
