@@ -26,6 +26,15 @@ class AEFConfig:
     at 1/16 L). ``sources`` maps each input source name to its channel count. ``meta_dims``
     gives the size of an optional per-frame sensor-metadata vector for a source's decoder
     (0 = none; the shipped samples carry none).
+
+    ``shared_inputs`` maps a source to another source whose input projector (with its learned
+    source embedding) and pixel-skip projection it uses, for sensors that measure the same bands,
+    e.g. ``{"landsat7": "landsat5"}``; each source keeps its own decoder. The paper feeds Landsat 8
+    and 9 as one input source (S2.1); it has no Landsat 5/7. Default: no sharing, as in the
+    reference model. Measured over three training seeds (``benchmarks/README.md``, continuous
+    time): sharing Landsat 5/7 cut the gap between the same season embedded from either sensor's
+    frames alone from 1 - cos 0.66-0.78 to 0.26-0.42 and improved held-out Landsat in-painting,
+    at the same sparse-label scores; not yet adopted for the reference.
     """
 
     sources: dict[str, int] = field(default_factory=_default_sources)
@@ -45,6 +54,7 @@ class AEFConfig:
     decoder_hidden: int = 64
     kappa: float = 8000.0
     meta_dims: dict[str, int] = field(default_factory=dict)
+    shared_inputs: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -61,6 +71,19 @@ class AEFConfig:
         unknown = set(self.meta_dims) - set(self.sources)
         if unknown:
             raise ValueError(f"meta_dims names unknown sources {sorted(unknown)}")
+        for name, owner in self.shared_inputs.items():
+            if name not in self.sources or owner not in self.sources:
+                raise ValueError(f"shared_inputs {name!r} -> {owner!r} names a source not in {sorted(self.sources)}")
+            if owner in self.shared_inputs or owner == name:
+                raise ValueError(f"shared_inputs {name!r} -> {owner!r}: the target must own its projector "
+                                 "(no chains, no self-reference)")
+            if self.sources[name] != self.sources[owner]:
+                raise ValueError(f"shared_inputs {name!r} -> {owner!r}: {self.sources[name]} vs "
+                                 f"{self.sources[owner]} bands; only sources with the same bands can share")
+
+    def input_owner(self, source: str) -> str:
+        """The source whose input projector and pixel skip ``source`` uses (itself unless shared)."""
+        return self.shared_inputs.get(source, source)
 
     @classmethod
     def tiny(cls, **overrides: object) -> AEFConfig:

@@ -3,7 +3,8 @@
 Data flow for a batch with sources ``{name: (B, T_n, C_n, L, L)}``:
 
 1. Per-source input projectors ("H" in the paper): 2x2 patch projection of ``[values * mask,
-   mask]`` to D_P at 1/2 L, plus a learned source embedding. Sources are then concatenated
+   mask]`` to D_P at 1/2 L, plus a learned source embedding (sensors with the same bands may share
+   one projector: ``AEFConfig.shared_inputs``). Sources are then concatenated
    along time (asynchronous frames, each with its own timestamp): ``(B, T, D_P, L/2, L/2)``
    with ``T = sum_n T_n``.
 2. Initial time and space states by learned downsampling; ``n_blocks`` STP blocks (space, time
@@ -150,11 +151,22 @@ class STPEncoder(nn.Module):
         self.periods = timecode_periods(cfg.n_periods, cfg.min_period_days, cfg.max_period_days).tolist()
         code_dim = 2 * cfg.n_periods
         dp, dt, ds = cfg.dim_precision, cfg.dim_time, cfg.dim_space
-        self.projectors = nn.ModuleDict({n: InputProjector(c, dp) for n, c in cfg.sources.items()})
-        self.composites = nn.ModuleDict({n: PixelComposite(c, dp) for n, c in cfg.sources.items()})
+        self.sources = list(cfg.sources)
+        self.owner = {n: cfg.input_owner(n) for n in cfg.sources}
+        owners = {n: c for n, c in cfg.sources.items() if n not in cfg.shared_inputs}
+        self.projectors = nn.ModuleDict({n: InputProjector(c, dp) for n, c in owners.items()})
+        self.composites = nn.ModuleDict({n: PixelComposite(c, dp) for n, c in owners.items()})
         self.init_t, self.init_s = Down(dp, dt, 4), Down(dp, ds, 8)
         self.blocks = nn.ModuleList([STPBlock(cfg, code_dim) for _ in range(cfg.n_blocks)])
         self.final_t, self.final_s = Up(dt, dp, 4), Up(ds, dp, 8)
+
+    def projector(self, source: str) -> InputProjector:
+        """The input projector of ``source`` (shared with another source, see ``AEFConfig.shared_inputs``)."""
+        return self.projectors[self.owner[source]]
+
+    def composite(self, source: str) -> PixelComposite:
+        """The pixel-skip projection of ``source`` (shared like its projector)."""
+        return self.composites[self.owner[source]]
 
     def codes(self, days: torch.Tensor) -> torch.Tensor:
         """Timecodes of absolute days: ``(...) -> (..., 2P)``."""
@@ -164,9 +176,9 @@ class STPEncoder(nn.Module):
         """Returns ``features (B, T, D_P, L/2, L/2)``, ``codes (B, T, 2P)``, ``valid (B, T, L/2, L/2)``
         (the frame-level validity broadcast to the cells, see the module docstring) and the
         full-resolution frames of the pixel skip (:class:`PixelFrames`)."""
-        names = [n for n in self.projectors if n in batch.sources]  # fixed order
+        names = [n for n in self.sources if n in batch.sources]  # fixed order
         srcs = [batch.sources[n] for n in names]
-        p = torch.cat([self.projectors[n](s.values, s.mask) for n, s in zip(names, srcs, strict=True)], dim=1)
+        p = torch.cat([self.projector(n)(s.values, s.mask) for n, s in zip(names, srcs, strict=True)], dim=1)
         days = torch.cat([s.days for s in srcs], dim=1)
         mask = torch.cat([s.mask for s in srcs], dim=1)
         codes = self.codes(days)
@@ -176,7 +188,7 @@ class STPEncoder(nn.Module):
         for block in self.blocks:
             p, t, s = block(p, t, s, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 8, h // 8))
         p = p + _per_frame(self.final_t, t) + _per_frame(self.final_s, s)
-        pixels = PixelFrames([self.composites[n] for n in names], [x.values for x in srcs], [x.mask for x in srcs])
+        pixels = PixelFrames([self.composite(n) for n in names], [x.values for x in srcs], [x.mask for x in srcs])
         return p, codes, frame_valid[:, :, None, None].expand(-1, -1, h // 2, h // 2), pixels
 
 

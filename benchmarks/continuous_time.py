@@ -18,7 +18,10 @@ in training).
     more than one season's in consecutive years, and that each season's decoded frame is closer to
     its own season's observation than to the other season's. The same contrast of the raw data
     (per-pixel median composites of the same input frames, mean |diff| in reflectance) is printed
-    beside the embeddings' as a reference.
+    beside the embeddings' as a reference, and so is the embeddings' contrast when each season is
+    embedded from its support window (the frames :func:`aef_lite.embed.embed_scene` gives it, the
+    same kind of input as in training): two seasons of a year then share most of their inputs, so
+    only the valid period can tell them apart.
 Change detection (measured, no goal): year-to-year dot product of annual embedding fields against
 the change in clear-sky June-August NDVI (Spearman, ROC AUC for the top 10 % NDVI changes).
 
@@ -45,6 +48,7 @@ from aef_lite.data import Sample, check_tile_size, load_sample
 from aef_lite.model import AEFModel
 from aef_lite.sampling import split_site
 from aef_lite.shipped import pretrained
+from aef_lite.support import SUPPORT_DAYS, support_window
 from aef_lite.train import train
 
 SCENE = "landsat_colorado"
@@ -147,23 +151,31 @@ def measure(model: AEFModel, sample: Sample, seeds: int, per_case: int, max_fram
     picks = {(y, s): ct.choose_inputs(sample, ct.season_period(y, s), max_frames=max_frames)
              for y in years_emb for s in ct.SEASONS}
     fields = {k: ct.embed_period(model, sample, p, ct.season_period(*k)) for k, p in picks.items()}
+    same_support = {k: ct.embed_period(model, sample, ct.choose_inputs(sample, support_window(ct.season_period(*k)),
+                                                                       max_frames=max_frames), ct.season_period(*k))
+                    for k in picks}
     like = next(iter(sample.sources))
     composites = {k: ct.median_composite(sample, p, like) for k, p in picks.items()}
     methods = ("nearest", "linear", "harmonic")
     c = {"reconstruction": ct.summarise_mae([r for res in season_results for r in res.records], methods),
          **ct.season_checks(fields, season_results), "years_decoded": years_dec, "years_embedded": years_emb,
          "composite": dict(zip(("d_cross_season", "d_same_season"),
-                               ct.season_contrast(composites, ct.mean_abs_difference), strict=True))}
+                               ct.season_contrast(composites, ct.mean_abs_difference), strict=True)),
+         "same_support": dict(zip(("d_cross_season", "d_same_season"),
+                                  ct.season_contrast(same_support, ct.mean_cosine_distance), strict=True))}
     print(f"\n(c) sub-annual periods {dict(ct.SEASONS)} (days [MM-DD, MM-DD)); decoded years {years_dec}")
     print(_line("held-out in season", c["reconstruction"], methods))
     print(f"  1 - mean cos: same year, other season {c['d_cross_season']:.4f}; same season, next year "
           f"{c['d_same_season']:.4f}  (years {years_emb})")
     print(f"  raw median composites of the same inputs, mean |diff| (reflectance): same year, other season "
           f"{c['composite']['d_cross_season']:.4f}; same season, next year {c['composite']['d_same_season']:.4f}")
+    print(f"  the same with each season's support window as input (embed_scene's frames, {SUPPORT_DAYS:g} days "
+          f"around it): same year, other season {c['same_support']['d_cross_season']:.4f}; same season, next "
+          f"year {c['same_support']['d_same_season']:.4f}")
     for s, d in c["decode"].items():
-        lin = c["decode_baselines"]["linear"][s]
+        base = ", ".join(f"{m} {b[s]['own']:.4f} vs {b[s]['other']:.4f}" for m, b in c["decode_baselines"].items())
         print(f"  {s}: decoded vs own season's target MAE {d['own']:.4f}, vs other season's {d['other']:.4f} "
-              f"(n={d['n']}; linear interpolation: {lin['own']:.4f} vs {lin['other']:.4f})")
+              f"(n={d['n']}; baselines' own vs other: {base})")
     out["seasons"] = c
 
     # change detection

@@ -90,6 +90,8 @@ def test_continuous_time_measure_on_an_untrained_model(samples: dict[str, Sample
     seasons = res["seasons"]
     assert 0 <= seasons["d_same_season"] <= 2 and 0 <= seasons["d_cross_season"] <= 2
     assert all(0 < d < 1 for d in seasons["composite"].values())  # reflectance differences
+    assert all(0 <= d <= 2 for d in seasons["same_support"].values()) and "support window as input" in printed
+    assert set(seasons["decode_baselines"]) == {"nearest", "linear", "harmonic"}
     assert all(d["n"] >= 1 and math.isfinite(d["own"]) for d in seasons["decode"].values())
     (change,) = res["change"].values()
     assert -1 <= change["spearman"] <= 1 and 0 <= change["auc"] <= 1 and change["n_pixels"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -296,3 +297,63 @@ class TestPeriodPixelSkip:
         weights = torch.rand(B, sum(s.mask.shape[1] for s in batch.sources.values()), L, L)
         mixed_a, mixed_b = model.encoder(hidden)[3].mix(weights), model.encoder(changed)[3].mix(weights)
         torch.testing.assert_close(mixed_a, mixed_b)
+
+
+class TestSharedInputs:
+    """``AEFConfig.shared_inputs``: sensors with the same bands share one input projector and pixel skip."""
+
+    @pytest.fixture()
+    def shared(self) -> AEFModel:
+        torch.manual_seed(0)
+        return AEFModel(AEFConfig.tiny(shared_inputs={"landsat7": "landsat5"})).eval()
+
+    def test_one_projector_and_skip_for_both_sensors(self, shared: AEFModel) -> None:
+        keys = shared.state_dict().keys()
+        assert not any(".landsat7." in k for k in keys if k.startswith("encoder."))
+        assert any(k.startswith("decoders.landsat7.") for k in keys)  # decoders stay per source
+        enc = shared.encoder
+        assert enc.projector("landsat7") is enc.projector("landsat5")
+        assert enc.composite("landsat7") is enc.composite("landsat5")
+        plain = AEFModel(AEFConfig.tiny())
+        n = sum(p.numel() for p in plain.encoder.projectors["landsat7"].parameters())
+        n += sum(p.numel() for p in plain.encoder.composites["landsat7"].parameters())
+        assert sum(p.numel() for p in plain.parameters()) - sum(p.numel() for p in shared.parameters()) == n
+
+    def test_the_same_frame_embeds_alike_from_either_sensor(self, shared: AEFModel, model: AEFModel,
+                                                            batch: Batch) -> None:
+        src = batch.sources["landsat5"]
+        period = batch.period
+        as_l5 = Batch(sources={"landsat5": src}, period=period)
+        as_l7 = Batch(sources={"landsat7": src}, period=period)
+        torch.testing.assert_close(shared.embed(as_l5), shared.embed(as_l7))
+        assert (model.embed(as_l5) - model.embed(as_l7)).abs().max().item() > 1e-3  # separate projectors differ
+
+    def test_gradients_reach_the_shared_projector_from_both_sensors(self, batch: Batch) -> None:
+        torch.manual_seed(0)
+        m = AEFModel(AEFConfig.tiny(shared_inputs={"landsat7": "landsat5"}))
+        weight = m.encoder.projector("landsat5").patch.weight
+        grads = []
+        for name in ("landsat5", "landsat7"):
+            m.zero_grad()
+            m.encode(Batch(sources={name: batch.sources["landsat5"]}, period=batch.period)).sum().backward()
+            grads.append(weight.grad.clone())
+        assert all(g.abs().sum().item() > 0 for g in grads)
+        torch.testing.assert_close(grads[0], grads[1])
+
+    def test_round_trip_through_safetensors(self, shared: AEFModel, batch: Batch, tmp_path: Path) -> None:
+        from aef_lite.hub import load_pretrained, save_pretrained
+
+        save_pretrained(tmp_path / "m", shared)
+        loaded = load_pretrained(tmp_path / "m")[0].eval()
+        assert loaded.config.shared_inputs == {"landsat7": "landsat5"}
+        torch.testing.assert_close(loaded.embed(batch), shared.embed(batch))
+
+    @pytest.mark.parametrize(("shared", "match"), [
+        ({"landsat8": "landsat5"}, "names a source not in"),
+        ({"landsat7": "landsat5", "landsat5": "landsat7"}, "must own its projector"),
+        ({"landsat7": "landsat7"}, "must own its projector"),
+        ({"landsat7": "s2"}, "3 vs 13 bands"),
+    ])
+    def test_bad_sharing_raises(self, shared: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            AEFConfig.tiny(shared_inputs=shared)
