@@ -25,7 +25,10 @@ class AEFConfig:
     ``dim_time`` (D_T, time-axial attention at 1/8 L) and ``dim_space`` (D_S, spatial attention
     at 1/16 L). ``sources`` maps each input source name to its channel count. ``meta_dims``
     gives the size of an optional per-frame sensor-metadata vector for a source's decoder
-    (0 = none; the shipped samples carry none).
+    (0 = none; the shipped samples carry none). ``n_periods``, ``min_period_days`` and
+    ``max_period_days`` set the geometric ladder of timecode periods (:mod:`aef_lite.timecode`);
+    the default, 1 day to 4 years in 8 rungs, has no rung at one year (``benchmarks/README.md``,
+    continuous time, measures a ladder with one).
 
     ``shared_inputs`` maps a source to another source whose input projector (with its learned
     source embedding) and pixel-skip projection it uses, for sensors that measure the same bands,

@@ -146,10 +146,12 @@ def pooled_inputs(sample: Sample, picks: dict[str, np.ndarray], like: str) -> tu
 
 
 def embed_period(model: AEFModel, sample: Sample, picks: dict[str, np.ndarray], period: tuple[float, float],
-                 overlap: int = 16) -> np.ndarray:
+                 overlap: int = 16, support: bool = True) -> np.ndarray:
     """The embedding field (E, H, W) float32 of the chosen input frames for ``period`` (NaN where no
-    tile had a valid input pixel)."""
-    return embed_scene(model, input_sample(sample, picks), overlap=overlap, period=np.asarray(period, float)).emb
+    tile had a valid input pixel). ``support=False``: every chosen frame is an input, even outside
+    the period's support window (:func:`aef_lite.embed.embed_scene`)."""
+    return embed_scene(model, input_sample(sample, picks), overlap=overlap, period=np.asarray(period, float),
+                       support=support).emb
 
 
 @torch.no_grad()
@@ -429,6 +431,28 @@ def season_contrast(maps: dict[tuple[int, str], np.ndarray],
     same = [distance(maps[(y, s)], maps[(y + 1, s)]) for s in seasons for y in years
             if (y, s) in maps and (y + 1, s) in maps]
     return (float(np.mean(cross)) if cross else float("nan"), float(np.mean(same)) if same else float("nan"))
+
+
+def period_steering(model: AEFModel, sample: Sample, picks: dict[tuple[int, str], dict[str, np.ndarray]],
+                    fields: dict[tuple[int, str], np.ndarray]) -> dict[str, float]:
+    """How far the valid period alone moves the summary, with the inputs held fixed.
+
+    Each season's inputs ``picks[(year, season)]`` (embedded for their own period in
+    ``fields``) are embedded again, with ``support=False`` so that the very same frames are the
+    input, for the same season one year later and for the other season of the same year.
+    Returns the mean ``1 - mean cos`` to the own-period field: ``{"next_year", "other_season"}``.
+    A summary that reads the season from the period moves more for the other season; one that
+    reads the period as an absolute date moves more for the next year.
+    """
+    seasons = list(SEASONS)
+    moves: dict[str, list[float]] = {"next_year": [], "other_season": []}
+    for (year, season), p in picks.items():
+        other = seasons[1 - seasons.index(season)]
+        asked = {"next_year": season_period(year + 1, season), "other_season": season_period(year, other)}
+        for key, period in asked.items():
+            moved = embed_period(model, sample, p, period, support=False)
+            moves[key].append(mean_cosine_distance(fields[(year, season)], moved))
+    return {k: float(np.nanmean(v)) if v else float("nan") for k, v in moves.items()}
 
 
 def mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:

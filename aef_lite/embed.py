@@ -151,7 +151,7 @@ results are the same within float32 rounding."""
 
 def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overlap: int = 16,
                 period: tuple[float, float] | np.ndarray | None = None, batch_size: int = EMBED_BATCH,
-                max_frames: int | None = MAX_FRAMES) -> EmbeddingField:
+                max_frames: int | None = MAX_FRAMES, support: bool = True) -> EmbeddingField:
     """Embed a whole scene with overlapping tiles (see the module docstring).
 
     Args:
@@ -167,6 +167,10 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
         batch_size: tiles per forward pass (bounds peak memory; see :data:`EMBED_BATCH`).
         max_frames: keep at most this many evenly spread frames per source
             (:func:`aef_lite.data.make_batch`); default as in training.
+        support: True (default, as in training) keeps the frames in the support window of
+            ``period``; False gives the model every frame of ``sample``, wherever the period
+            lies, to measure what the period alone does to the summary (the same inputs asked
+            for another period).
 
     Returns:
         :class:`EmbeddingField` with ``emb`` (64, H, W) float32, unit norm per pixel. Tiles with
@@ -183,7 +187,7 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_sample_grid(sample)
     span = annual_period(sample) if period is None else np.asarray(period, dtype=np.float64)
-    scene = support_of(sample, span)
+    scene = support_of(sample, span) if support else sample
     top = left = overlap // 2
     rows, cols = pad_indices(height, width, top, tile)  # the padded scene, never materialised
 

@@ -21,7 +21,9 @@ in training).
     beside the embeddings' as a reference, and so is the embeddings' contrast when each season is
     embedded from its support window (the frames :func:`aef_lite.embed.embed_scene` gives it, the
     same kind of input as in training): two seasons of a year then share most of their inputs, so
-    only the valid period can tell them apart.
+    only the valid period can tell them apart. Last, each season's very inputs are embedded for the
+    same season a year later and for the other season of that year
+    (:func:`aef_lite.continuous.period_steering`): how far the period alone moves the field.
 Change detection (measured, no goal): year-to-year dot product of annual embedding fields against
 the change in clear-sky June-August NDVI (Spearman, ROC AUC for the top 10 % NDVI changes).
 
@@ -37,6 +39,7 @@ Run ``python benchmarks/continuous_time.py [--quick] [--seeds N] [--checkpoint P
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import numpy as np
 from common import machine_info, print_machine, torch_threads
@@ -85,6 +88,11 @@ def _line(name: str, s: dict, methods: tuple[str, ...]) -> str:
 
 def _goal(kind: str, name: str, met: bool, detail: str) -> None:
     print(f"{kind} {name}: {'met' if met else 'not met'} ({detail})")
+
+
+def _contrast(maps: dict, distance: Callable[[np.ndarray, np.ndarray], float]) -> dict[str, float]:
+    """:func:`aef_lite.continuous.season_contrast` of ``maps`` as ``{"d_cross_season", "d_same_season"}``."""
+    return dict(zip(("d_cross_season", "d_same_season"), ct.season_contrast(maps, distance), strict=True))
 
 
 def measure(model: AEFModel, sample: Sample, seeds: int, per_case: int, max_frames: int = 8,
@@ -159,10 +167,9 @@ def measure(model: AEFModel, sample: Sample, seeds: int, per_case: int, max_fram
     methods = ("nearest", "linear", "harmonic")
     c = {"reconstruction": ct.summarise_mae([r for res in season_results for r in res.records], methods),
          **ct.season_checks(fields, season_results), "years_decoded": years_dec, "years_embedded": years_emb,
-         "composite": dict(zip(("d_cross_season", "d_same_season"),
-                               ct.season_contrast(composites, ct.mean_abs_difference), strict=True)),
-         "same_support": dict(zip(("d_cross_season", "d_same_season"),
-                                  ct.season_contrast(same_support, ct.mean_cosine_distance), strict=True))}
+         "composite": _contrast(composites, ct.mean_abs_difference),
+         "same_support": _contrast(same_support, ct.mean_cosine_distance),
+         "period_steering": ct.period_steering(model, sample, picks, fields)}
     print(f"\n(c) sub-annual periods {dict(ct.SEASONS)} (days [MM-DD, MM-DD)); decoded years {years_dec}")
     print(_line("held-out in season", c["reconstruction"], methods))
     print(f"  1 - mean cos: same year, other season {c['d_cross_season']:.4f}; same season, next year "
@@ -172,6 +179,9 @@ def measure(model: AEFModel, sample: Sample, seeds: int, per_case: int, max_fram
     print(f"  the same with each season's support window as input (embed_scene's frames, {SUPPORT_DAYS:g} days "
           f"around it): same year, other season {c['same_support']['d_cross_season']:.4f}; same season, next "
           f"year {c['same_support']['d_same_season']:.4f}")
+    print(f"  the same inputs asked for another period (only the period moves the field): the same season a year "
+          f"later {c['period_steering']['next_year']:.4f}; the other season of that year "
+          f"{c['period_steering']['other_season']:.4f}")
     for s, d in c["decode"].items():
         base = ", ".join(f"{m} {b[s]['own']:.4f} vs {b[s]['other']:.4f}" for m, b in c["decode_baselines"].items())
         print(f"  {s}: decoded vs own season's target MAE {d['own']:.4f}, vs other season's {d['other']:.4f} "

@@ -179,3 +179,16 @@ def test_summer_ndvi_is_bounded_and_nan_without_clear_data(landsat: Sample) -> N
     ndvi = ct.summer_ndvi(landsat, 2011)
     assert ndvi.shape == (32, 32) and np.nanmin(ndvi) >= -1 and np.nanmax(ndvi) <= 1 and np.isfinite(ndvi).mean() > 0.9
     assert np.isnan(ct.summer_ndvi(landsat, 2005)).all()
+
+
+def test_period_steering_embeds_the_same_inputs_for_the_other_periods(model: AEFModel, landsat: Sample) -> None:
+    own = ct.season_period(2010, "spring")
+    picks = {(2010, "spring"): ct.choose_inputs(landsat, own, max_frames=4)}
+    fields = {k: ct.embed_period(model, landsat, p, own) for k, p in picks.items()}
+    moves = ct.period_steering(model, landsat, picks, fields)
+    assert set(moves) == {"next_year", "other_season"}
+    later = ct.embed_period(model, landsat, picks[(2010, "spring")], ct.season_period(2011, "spring"), support=False)
+    assert moves["next_year"] == pytest.approx(ct.mean_cosine_distance(fields[(2010, "spring")], later))
+    assert 0 < moves["next_year"] < 2 and 0 < moves["other_season"] < 2  # another period moves the field
+    # without support=False the next year's window would drop these inputs: no field at all
+    assert np.isnan(ct.embed_period(model, landsat, picks[(2010, "spring")], (own[0] + 730, own[1] + 730))).all()

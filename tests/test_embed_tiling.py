@@ -113,3 +113,15 @@ def test_support_window_is_the_period_or_a_year_around_it(samples: dict[str, Sam
     for series in kept.sources.values():
         assert ((series.days >= year[0]) & (series.days < year[1])).all()
     assert sum(s.num_frames for s in kept.sources.values()) < sum(s.num_frames for s in scene.sources.values())
+
+
+def test_support_false_gives_every_frame_whatever_the_period(model: AEFModel, samples: dict[str, Sample]) -> None:
+    scene = cut_tile(samples["landsat_colorado"], 0, 0, 32)
+    last = max(float(s.days.max()) for s in scene.sources.values())
+    far = np.array([last + 1000.0, last + 1090.0])  # its support window holds no frame
+    assert not embed_scene(model, scene, overlap=0, period=far).valid.any()
+    field = embed_scene(model, scene, overlap=0, period=far, support=False)
+    assert field.valid.all()
+    with torch.no_grad():  # one tile, no padding: the direct embedding of all frames for that period
+        direct = model.embed(make_batch([scene], period=far, max_frames=MAX_FRAMES))[0].numpy()
+    np.testing.assert_allclose(field.emb, direct, atol=1e-5)
