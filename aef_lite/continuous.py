@@ -356,6 +356,12 @@ def season_period(year: int, season: str) -> tuple[float, float]:
     return float(start), float(stop)
 
 
+def other_season(season: str) -> str:
+    """The other key of the two-season :data:`SEASONS`."""
+    seasons = list(SEASONS)
+    return seasons[1 - seasons.index(season)]
+
+
 def season_years(sample: Sample, min_frames: int = 2, min_target_clear: float = 0.3) -> list[int]:
     """The years in which every season of :data:`SEASONS` has at least ``min_frames`` frames with at
     least ``min_target_clear`` clear pixels (2: one to hold out and one to keep as input)."""
@@ -444,11 +450,10 @@ def period_steering(model: AEFModel, sample: Sample, picks: dict[tuple[int, str]
     A summary that reads the season from the period moves more for the other season; one that
     reads the period as an absolute date moves more for the next year.
     """
-    seasons = list(SEASONS)
     moves: dict[str, list[float]] = {"next_year": [], "other_season": []}
     for (year, season), p in picks.items():
-        other = seasons[1 - seasons.index(season)]
-        asked = {"next_year": season_period(year + 1, season), "other_season": season_period(year, other)}
+        asked = {"next_year": season_period(year + 1, season),
+                 "other_season": season_period(year, other_season(season))}
         for key, period in asked.items():
             moved = embed_period(model, sample, p, period, support=False)
             moves[key].append(mean_cosine_distance(fields[(year, season)], moved))
@@ -484,7 +489,7 @@ def season_checks(fields: dict[tuple[int, str], np.ndarray], results: Sequence[T
     own = {m: {s: [] for s in seasons} for m in methods}
     other = {m: {s: [] for s in seasons} for m in methods}
     for (year, season, rep), res in by_key.items():
-        partner = by_key.get((year, seasons[1 - seasons.index(season)], rep))
+        partner = by_key.get((year, other_season(season), rep))
         if partner is None:
             continue
         both = res.mask[0] & partner.mask[0]
