@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,6 +97,35 @@ def test_continuous_time_measure_on_an_untrained_model(samples: dict[str, Sample
     (change,) = res["change"].values()
     assert -1 <= change["spearman"] <= 1 and 0 <= change["auc"] <= 1 and change["n_pixels"] > 0
     assert all(isinstance(v, bool) for v in res["goals"].values())
+
+
+def test_text_refit_learns_on_real_batches_and_scores_like_the_cli(samples: dict[str, Sample], monkeypatch) -> None:
+    """``benchmarks/text_refit.py``: a tower refit on a frozen model's real batches lowers its CLIP loss, and the
+    query AUCs are those of the demo's own scoring path (``text_query_scores`` + ``text_query_auc``)."""
+    from aef_lite import pretrained
+    from aef_lite.cli import text_query_scores
+    from aef_lite.embed import embed_scene
+    from aef_lite.text import text_query_auc
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    bench = importlib.import_module("text_refit")
+    model, joint, _ = pretrained()
+    targets = bench.cached_targets(model, 3)
+    assert all(img.shape == (len(caps), model.config.embed_dim) and period.shape == (len(caps), 2)
+               for img, caps, period in targets)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tower, losses = bench.refit_tower(model, targets, steps=60)
+    assert not tower.training and len(losses) == 60 and tower is not joint
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model stays frozen
+    field = embed_scene(model, samples["s2_brandenburg"])
+    aucs = bench.query_aucs(model, joint, field, tuple(field.period))
+    assert len(aucs) == len(bench.QUERIES) and all(0.0 <= a <= 1.0 for a in aucs)
+    for auc, (query, labels, cls, _) in zip(aucs, bench.QUERIES, strict=True):
+        label = samples["s2_brandenburg"].labels[labels]
+        scores = text_query_scores(model, joint, field, query)
+        expected = text_query_auc(scores, label.ids, label.class_names.index(cls))
+        assert auc == pytest.approx(expected, abs=1e-6)
 
 
 def test_speedup_exports_a_revision_and_refuses_a_bad_one(tmp_path: Path) -> None:
