@@ -29,7 +29,7 @@ import torch
 from common import machine_info, print_machine, torch_threads
 
 from aef_lite import pretrained
-from aef_lite.data import load_sample
+from aef_lite.data import Sample, load_sample
 from aef_lite.embed import EmbeddingField, embed_scene
 from aef_lite.hub import load_pretrained
 from aef_lite.losses import clip_loss
@@ -42,7 +42,7 @@ from aef_lite.text import TextTower, encode_text, spectral_index, text_query_auc
 SCENE = "s2_brandenburg"
 QUERIES = (("open water", "water_land", "water", "ndwi"), ("open water", "osm", "water", "ndwi"),
            ("dense green vegetation", "osm", "forest", "ndvi"))
-WARMUP = 100
+LR, WARMUP = 1e-3, 100
 
 
 def cached_targets(model: AEFModel, n_batches: int) -> list[tuple[torch.Tensor, list[str], torch.Tensor]]:
@@ -62,12 +62,12 @@ def refit_tower(model: AEFModel, targets: list[tuple[torch.Tensor, list[str], to
     """A fresh tower trained alone on ``targets`` (cycled) for ``steps``; returns it (eval) and the losses."""
     torch.manual_seed(seed)
     tower = TextTower(model.config)
-    opt = torch.optim.AdamW(tower.parameters(), lr=1e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW(tower.parameters(), lr=LR, weight_decay=0.01)
     losses = []
     for step in range(steps):
         image, captions, period = targets[step % len(targets)]
         for group in opt.param_groups:
-            group["lr"] = 1e-3 * min(1.0, (step + 1) / WARMUP) * (steps - step) / steps
+            group["lr"] = LR * min(1.0, (step + 1) / WARMUP) * (steps - step) / steps
         text = encode_text(model, tower, captions, period)
         loss = clip_loss(image, text.float(), tower.aligner.scale())
         opt.zero_grad(set_to_none=True)
@@ -77,17 +77,20 @@ def refit_tower(model: AEFModel, targets: list[tuple[torch.Tensor, list[str], to
     return tower.eval(), losses
 
 
+def _auc(scores: np.ndarray, sample: Sample, labels: str, cls: str) -> float:
+    """ROC AUC of ``scores (H, W)`` for class ``cls`` of the ``labels`` map of ``sample``."""
+    label = sample.labels[labels]
+    return text_query_auc(scores, label.ids, label.class_names.index(cls))
+
+
 def query_aucs(model: AEFModel, tower: TextTower, field: EmbeddingField, period: tuple[float, float]) -> list[float]:
     """AUC of each of :data:`QUERIES` on ``field`` with the query asked for ``period`` (days)."""
     sample = load_sample(field.name)
     with torch.no_grad():
         texts = encode_text(model, tower, [q for q, *_ in QUERIES],
                             torch.tensor([period] * len(QUERIES), dtype=torch.float64)).numpy()
-    out = []
-    for text, (_, labels, cls, _) in zip(texts, QUERIES, strict=True):
-        label = sample.labels[labels]
-        out.append(text_query_auc(np.einsum("ehw,e->hw", field.emb, text), label.ids, label.class_names.index(cls)))
-    return out
+    return [_auc(np.einsum("ehw,e->hw", field.emb, text), sample, labels, cls)
+            for text, (_, labels, cls, _) in zip(texts, QUERIES, strict=True)]
 
 
 def main(model_dir: str | None = None, n_batches: int = 600, steps: int = 3000, refit_seeds: int = 3,
@@ -113,8 +116,7 @@ def main(model_dir: str | None = None, n_batches: int = 600, steps: int = 3000, 
     for name, rows in table.items():
         for p, aucs in rows.items():
             print(f"| {name} | {p} | {' | '.join(f'{a:.3f}' for a in aucs)} |")
-    index = [text_query_auc(spectral_index(sample, idx), sample.labels[labels].ids,
-                            sample.labels[labels].class_names.index(cls)) for _, labels, cls, idx in QUERIES]
+    index = [_auc(spectral_index(sample, idx), sample, labels, cls) for _, labels, cls, idx in QUERIES]
     cells = [f"{q[3].upper()} {a:.3f}" for q, a in zip(QUERIES, index, strict=True)]
     print(f"| spectral index | - | {' | '.join(cells)} |")
     return {"aucs": table, "losses": {k: losses for k, (_, losses) in refits.items()}, "index": index}
