@@ -83,9 +83,10 @@ def _auc(scores: np.ndarray, sample: Sample, labels: str, cls: str) -> float:
     return text_query_auc(scores, label.ids, label.class_names.index(cls))
 
 
-def query_aucs(model: AEFModel, tower: TextTower, field: EmbeddingField, period: tuple[float, float]) -> list[float]:
-    """AUC of each of :data:`QUERIES` on ``field`` with the query asked for ``period`` (days)."""
-    sample = load_sample(field.name)
+def query_aucs(model: AEFModel, tower: TextTower, field: EmbeddingField, sample: Sample,
+               period: tuple[float, float]) -> list[float]:
+    """AUC of each of :data:`QUERIES` on ``field`` (the embedding of ``sample``, whose label maps score it)
+    with the query asked for ``period`` (days)."""
     with torch.no_grad():
         texts = encode_text(model, tower, [q for q, *_ in QUERIES],
                             torch.tensor([period] * len(QUERIES), dtype=torch.float64)).numpy()
@@ -107,7 +108,7 @@ def main(model_dir: str | None = None, n_batches: int = 600, steps: int = 3000, 
         own = (float(field.period[0]), float(field.period[1]))
         periods = {"own period": own, "year before": (own[0] - 365.0, own[1] - 365.0)}
         towers = {**({"joint": joint} if joint is not None else {}), **{k: t for k, (t, _) in refits.items()}}
-        table = {name: {p: query_aucs(model, tower, field, span) for p, span in periods.items()}
+        table = {name: {p: query_aucs(model, tower, field, sample, span) for p, span in periods.items()}
                  for name, tower in towers.items()}
     head = [f"{q!r} vs {labels}:{cls}" for q, labels, cls, _ in QUERIES]
     for name, (_, losses) in refits.items():

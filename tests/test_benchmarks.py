@@ -119,7 +119,7 @@ def test_text_refit_learns_on_real_batches_and_scores_like_the_cli(samples: dict
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model stays frozen
     field = embed_scene(model, samples["s2_brandenburg"])
-    aucs = bench.query_aucs(model, joint, field, tuple(field.period))
+    aucs = bench.query_aucs(model, joint, field, samples["s2_brandenburg"], tuple(field.period))
     assert len(aucs) == len(bench.QUERIES) and all(0.0 <= a <= 1.0 for a in aucs)
     for auc, (query, labels, cls, _) in zip(aucs, bench.QUERIES, strict=True):
         label = samples["s2_brandenburg"].labels[labels]
