@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from aef_lite.evaluate import evaluate_features, format_table, standard_features
 from aef_lite.fileio import FolderLocked, atomic_write, folder_lock, write_text
 from aef_lite.hub import load_pretrained
 from aef_lite.model import AEFModel
-from aef_lite.repro import seed_everything
+from aef_lite.repro import idle_threads, seed_everything
 from aef_lite.shipped import pretrained
 from aef_lite.text import TextTower, encode_text, spectral_index, text_query_auc
 from aef_lite.train import main as train_main
@@ -181,8 +182,18 @@ def cmd_demo(args: argparse.Namespace) -> Path:
         return _demo(args, out)
 
 
+def _demo_threads(requested: int | None) -> int:
+    """``--threads`` if given (> 0), else ``$AEF_LITE_THREADS``, else the idle cores (at most 2,
+    :func:`aef_lite.repro.idle_threads`): the demo's numbers are not compared across machines, so
+    unlike the notebooks it may use a second core when one is free."""
+    if requested:
+        return requested
+    env = os.environ.get("AEF_LITE_THREADS")
+    return int(env) if env else idle_threads()
+
+
 def _demo(args: argparse.Namespace, out: Path) -> Path:
-    seed_everything(args.seed, threads=args.threads)
+    seed_everything(args.seed, threads=_demo_threads(args.threads))
     model_cfg = PRESETS[args.preset]()
     train_cfg = TrainConfig(steps=args.steps, seed=args.seed, tile=model_cfg.tile_size, out_dir=str(out / "train"),
                             ckpt_every=args.steps, val_every=max(args.steps // 4, 1), progress=not args.no_progress,
@@ -222,7 +233,7 @@ def _demo(args: argparse.Namespace, out: Path) -> Path:
     report = "\n".join([
         "# aef-lite demo report", "",
         f"Model: `{args.preset}` ({sum(p.numel() for p in model.parameters()):,} parameters), "
-        f"{args.steps} training steps, seed {args.seed}.", "",
+        f"{args.steps} training steps, seed {args.seed}, {torch.get_num_threads()} torch thread(s).", "",
         "## Training losses (first vs last logged step)", "", "| loss | first | last |", "|---|---|---|",
         *loss_rows, "",
         f"Validation reconstruction (held-out frames): {last.get('val_reconstruction', float('nan')):.4f}", "",
@@ -282,8 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--seeds", type=int, default=3, help="evaluation seeds")
     demo.add_argument("--threads", type=int, default=None,
-                      help="torch CPU threads for training and embedding (default 1, or $AEF_LITE_THREADS); "
-                           "a second thread helps only on an otherwise idle machine")
+                      help="torch CPU threads for training and embedding (default: $AEF_LITE_THREADS, else "
+                           "the idle cores, at most 2, from the machine's current load)")
     demo.add_argument("--geotiff", action="store_true", help="also write GeoTIFFs (needs rasterio)")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)

@@ -233,6 +233,12 @@ EXPORT_BLOCK_PIXELS = 1 << 18
 """Pixels of one band quantised and written at a time by :func:`save_field` and
 :func:`save_geotiff`, which bounds their extra memory (a few MiB) whatever the field size."""
 
+NPZ_COMPRESSLEVEL = 1
+"""zlib level of :func:`save_field`'s DEFLATE members. Measured on the int8 codes of the reference
+model's 512 x 512 px field of ``s2_brandenburg`` (16 MiB), one thread: level 1 compresses them 2.05x
+in 0.19 s, ``np.savez_compressed``'s level 6 2.28x in 1.0 s (files 10 % smaller for 5x the time).
+Any level reads back the same codes."""
+
 
 GDAL_CACHE_MB = 64
 """GDAL's block cache while :func:`save_geotiff` writes (MiB)."""
@@ -274,7 +280,8 @@ def save_field(field: EmbeddingField, path: str | os.PathLike[str]) -> Path:
 
     Arrays: ``emb`` (64, H, W) int8 (:func:`aef_lite.quantization.quantize`, ``-128`` = no data),
     ``bands`` ["A00", ..., "A63"], ``crs``, ``transform`` (6,), ``period`` (2,), ``pixel_size_m``,
-    ``name``. The codes are computed and compressed block by block (:data:`EXPORT_BLOCK_PIXELS`),
+    ``name``. The codes are computed and compressed (zlib level :data:`NPZ_COMPRESSLEVEL`) block
+    by block (:data:`EXPORT_BLOCK_PIXELS`),
     so the memory needed beyond the field itself does not grow with its size; ``np.load`` reads
     the file like one written by ``np.savez_compressed``. The file is written to a temporary name
     and moved into place atomically. Returns the path written.
@@ -283,7 +290,8 @@ def save_field(field: EmbeddingField, path: str | os.PathLike[str]) -> Path:
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int8)), "fortran_order": False,
               "shape": tuple(field.emb.shape)}
     with atomic_write(path) as fh:
-        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=NPZ_COMPRESSLEVEL,
+                             allowZip64=True) as zf:
             with zf.open("emb.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array_header_1_0(member, header)
                 for *_, codes in _code_blocks(field):

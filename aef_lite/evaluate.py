@@ -194,6 +194,19 @@ def _check_xy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> N
         raise ValueError("features contain NaN/inf (e.g. no-data pixels of a dequantised field)")
 
 
+def _k_smallest(dist2: np.ndarray, k: int) -> np.ndarray:
+    """Columns of the ``k`` smallest entries of each row of ``dist2`` (m, N), nearest first, ties
+    by column index: the first ``k`` columns of a stable ``argsort``, found by ``k`` arg-min passes
+    (``dist2`` is overwritten). At the evaluation's N of 10-100 training points and k <= 3 this is
+    several times faster than sorting every row."""
+    rows = np.arange(len(dist2))
+    ranks = np.empty((len(dist2), k), dtype=np.intp)
+    for j in range(k):
+        ranks[:, j] = np.argmin(dist2, axis=1)  # first occurrence: the lowest index among ties
+        dist2[rows, ranks[:, j]] = np.inf
+    return ranks
+
+
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int = 1) -> np.ndarray:
     """k-nearest-neighbour labels by Euclidean distance (paper S3 uses k = 1 and 3).
 
@@ -214,7 +227,7 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k:
     for start in range(0, len(test_x), _KNN_CHUNK):  # bounded memory: chunk x N distances
         x = test_x[start:start + _KNN_CHUNK]
         dist2 = (x**2).sum(axis=1)[:, None] - 2.0 * x @ train_x.T + sq_train[None, :]
-        nearest = y_idx[np.argsort(dist2, axis=1, kind="stable")[:, :k]]  # (m, k) class indices
+        nearest = y_idx[_k_smallest(dist2, k)]  # (m, k) class indices
         hits = nearest[:, :, None] == np.arange(len(classes))  # (m, k, K)
         votes = hits.sum(axis=1)
         first = np.where(hits.any(axis=1), hits.argmax(axis=1), k)  # rank of each class's nearest

@@ -209,13 +209,23 @@ def quantize(emb: ArrayT, dim: int = 1, valid: ArrayT | None = None) -> ArrayT:
     raise ValueError(f"emb must be a torch.Tensor or numpy.ndarray, got {type(emb).__name__}")
 
 
+def _dequantize_table() -> np.ndarray:
+    """(256,) float32 value of every int8 code, indexed by the code's byte (``q.view(np.uint8)``):
+    ``sign(q) * (q / 127.5)^2`` computed in float64, NaN for ``NODATA``."""
+    qf = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float64)
+    v = np.sign(qf) * (qf / QUANT_SCALE) ** 2
+    v[qf == NODATA] = np.nan
+    return v.astype(np.float32)
+
+
+_DEQUANTIZE_TABLE = _dequantize_table()
+
+
 def _dequantize_np(q: np.ndarray) -> np.ndarray:
+    """A table lookup: the same float32 values as the formula, about 10x faster on large fields."""
     if q.dtype != np.int8:
         raise ValueError(f"dequantize expects int8 codes, got dtype {q.dtype}")
-    qf = q.astype(np.float64)
-    v = np.sign(qf) * (qf / QUANT_SCALE) ** 2
-    v[q == NODATA] = np.nan
-    return v.astype(np.float32)
+    return _DEQUANTIZE_TABLE[q.view(np.uint8)]
 
 
 def dequantize(q: ArrayT) -> ArrayT:

@@ -55,6 +55,23 @@ def test_knn_ties_and_votes_are_deterministic() -> None:
     assert knn_predict(tie_x, tie_y, np.array([[0.5]]), k=3).tolist() == [4]
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_knn_neighbours_are_those_of_a_stable_sort(k: int) -> None:
+    """The arg-min passes pick the same ranked neighbours as a stable argsort of the distances,
+    ties included (integer coordinates make many equal distances)."""
+    rng = np.random.default_rng(k)
+    train_x = rng.integers(0, 3, size=(40, 2)).astype(float)
+    train_y = rng.integers(0, 6, size=40)
+    test_x = rng.integers(0, 3, size=(300, 2)).astype(float)
+    dist2 = ((test_x[:, None, :] - train_x[None]) ** 2).sum(-1)
+    nearest = train_y[np.argsort(dist2, axis=1, kind="stable")[:, :k]]
+    expected = []
+    for row in nearest:  # majority vote, ties to the class whose member ranks first
+        counts = {c: (row == c).sum() for c in row}
+        expected.append(max(row, key=lambda c: (counts[c], -list(row).index(c))))
+    np.testing.assert_array_equal(knn_predict(train_x, train_y, test_x, k=k), expected)
+
+
 def test_linear_probe_recovers_a_linear_rule() -> None:
     rng = np.random.default_rng(1)
     w, b = rng.normal(size=6), 0.3

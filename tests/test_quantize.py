@@ -71,6 +71,16 @@ def test_dequantize_hand_computed() -> None:
     assert np.isnan(v[6])
 
 
+def test_dequantize_every_code_in_a_strided_view_matches_the_formula() -> None:
+    codes = np.arange(-128, 128, dtype=np.int8)
+    grid = np.tile(codes, (3, 2)).reshape(6, 16, 16)[::2, ::-1, 1::3]  # not contiguous
+    qf = grid.astype(np.float64)
+    expected = np.where(grid == NODATA, np.nan, np.sign(qf) * (qf / 127.5) ** 2).astype(np.float32)
+    v = dequantize(grid)
+    assert v.shape == grid.shape and v.dtype == np.float32
+    np.testing.assert_array_equal(v, expected)  # NaN == NaN for assert_array_equal
+
+
 def test_all_codes_round_trip_exactly() -> None:
     q = np.arange(-127, 128, dtype=np.int8)
     assert np.array_equal(quantize(dequantize(q), dim=0), q)

@@ -255,7 +255,7 @@ def test_resume_rewrites_history_and_refuses_a_changed_recipe(tmp_path: Path) ->
     train(AEFConfig.tiny(), cfg)
     (tmp_path / "ckpt_000006.pt").unlink()  # killed after logging steps 4-6, before their checkpoint
     assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 6
-    for change, match in ((dict(lr=2e-3), "lr=0.001 \\(requested 0.002\\)"), (dict(seed=1), "seed=0"),
+    for change, match in ((dict(lr=2e-3), f"lr={TrainConfig().lr} \\(requested 0.002\\)"), (dict(seed=1), "seed=0"),
                           (dict(batch_size=4), "batch_size=2"), (dict(ckpt_every=2), "ckpt_every=3")):
         with pytest.raises(ValueError, match=f"cannot resume .*ckpt_000003.pt with a different recipe: {match}"):
             train(None, replace(cfg, **change), resume=tmp_path)
