@@ -170,6 +170,7 @@ def _check_demo(args: argparse.Namespace) -> None:
     _at_least("--steps", args.steps, 1)
     _at_least("--seeds", args.seeds, 1)
     _at_least("--threads", args.threads, 0)
+    _env_threads()
     if args.geotiff:
         _need_rasterio()
     for name in ("s2_brandenburg", *list_samples()):
@@ -182,14 +183,21 @@ def cmd_demo(args: argparse.Namespace) -> Path:
         return _demo(args, out)
 
 
+def _env_threads() -> int | None:
+    """``$AEF_LITE_THREADS`` as a thread count, None if unset; a clear error if it is not one."""
+    env = os.environ.get("AEF_LITE_THREADS")
+    if not env:
+        return None
+    if not env.strip().isdigit() or int(env) < 1:
+        raise ValueError(f"AEF_LITE_THREADS must be a whole number >= 1, got {env!r}")
+    return int(env)
+
+
 def _demo_threads(requested: int | None) -> int:
     """``--threads`` if given (> 0), else ``$AEF_LITE_THREADS``, else the idle cores (at most 2,
     :func:`aef_lite.repro.idle_threads`): the demo's numbers are not compared across machines, so
     unlike the notebooks it may use a second core when one is free."""
-    if requested:
-        return requested
-    env = os.environ.get("AEF_LITE_THREADS")
-    return int(env) if env else idle_threads()
+    return requested or _env_threads() or idle_threads()
 
 
 def _demo(args: argparse.Namespace, out: Path) -> Path:

@@ -112,6 +112,8 @@ def _cases(root: Path) -> dict[str, tuple[list[str], dict[str, str], str]]:
         "demo-seeds": (["demo", "--seeds", "0", "--out", out], {}, "--seeds must be >= 1"),
         "demo-steps": (["demo", "--steps", "0", "--out", out], {}, "--steps must be >= 1"),
         "demo-threads": (["demo", "--threads", "-1", "--out", out], {}, "--threads must be >= 0"),
+        "demo-threads-env": (["demo", "--out", out], {"AEF_LITE_THREADS": "two"},
+                             "AEF_LITE_THREADS must be a whole number >= 1, got 'two'"),
         "demo-geotiff": (["demo", "--geotiff", "--out", out], {"PYTHONPATH": str(fake.parent)},
                          "--geotiff needs rasterio"),
         "demo-out-file": (["demo", "--out", str(a_file)], {}, "is a file, not a folder"),

@@ -71,6 +71,10 @@ def test_demo_threads_prefers_the_flag_then_the_environment(monkeypatch: pytest.
     monkeypatch.setenv("AEF_LITE_THREADS", "1")
     assert cli._demo_threads(None) == 1
     assert cli._demo_threads(3) == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("AEF_LITE_THREADS", bad)
+        with pytest.raises(ValueError, match=f"AEF_LITE_THREADS must be a whole number >= 1, got '{bad}'"):
+            cli._demo_threads(None)
 
 
 def test_seed_everything_repeats_draws_and_sets_threads(monkeypatch: pytest.MonkeyPatch) -> None:
