@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from aef_lite.evaluate import evaluate_features, format_table, standard_features
 from aef_lite.fileio import FolderLocked, atomic_write, folder_lock, write_text
 from aef_lite.hub import load_pretrained
 from aef_lite.model import AEFModel
-from aef_lite.repro import idle_threads, seed_everything
+from aef_lite.repro import env_threads, idle_threads, seed_everything
 from aef_lite.shipped import pretrained
 from aef_lite.text import TextTower, encode_text, spectral_index, text_query_auc
 from aef_lite.train import main as train_main
@@ -170,7 +169,7 @@ def _check_demo(args: argparse.Namespace) -> None:
     _at_least("--steps", args.steps, 1)
     _at_least("--seeds", args.seeds, 1)
     _at_least("--threads", args.threads, 0)
-    _env_threads()
+    env_threads()
     if args.geotiff:
         _need_rasterio()
     for name in ("s2_brandenburg", *list_samples()):
@@ -183,21 +182,11 @@ def cmd_demo(args: argparse.Namespace) -> Path:
         return _demo(args, out)
 
 
-def _env_threads() -> int | None:
-    """``$AEF_LITE_THREADS`` as a thread count, None if unset; a clear error if it is not one."""
-    env = os.environ.get("AEF_LITE_THREADS")
-    if not env:
-        return None
-    if not env.strip().isdigit() or int(env) < 1:
-        raise ValueError(f"AEF_LITE_THREADS must be a whole number >= 1, got {env!r}")
-    return int(env)
-
-
 def _demo_threads(requested: int | None) -> int:
     """``--threads`` if given (> 0), else ``$AEF_LITE_THREADS``, else the idle cores (at most 2,
     :func:`aef_lite.repro.idle_threads`): the demo's numbers are not compared across machines, so
     unlike the notebooks it may use a second core when one is free."""
-    return requested or _env_threads() or idle_threads()
+    return requested or env_threads() or idle_threads()
 
 
 def _demo(args: argparse.Namespace, out: Path) -> Path:

@@ -17,14 +17,27 @@ def seed_everything(seed: int = 0, threads: int | None = None) -> None:
 
     Float reductions can change with the number of threads, so notebooks pin it (default
     ``AEF_LITE_THREADS`` or 1) to print the same digits on every machine. One thread is also the
-    robust choice on shared CPUs: a second thread makes the tiny model's training about 1.35x
-    faster on an idle 2-core machine, but 2.2x slower (10x seen too) when another process keeps
-    a core busy; :func:`idle_threads` picks the count from the load.
+    robust choice on shared CPUs, where a second thread can make a run slower
+    (:func:`idle_threads` picks the count from the load instead).
     """
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - user code in notebooks may use the legacy global RNG
     torch.manual_seed(seed)
-    torch.set_num_threads(threads or int(os.environ.get("AEF_LITE_THREADS", DEFAULT_THREADS)))
+    torch.set_num_threads(threads or env_threads() or DEFAULT_THREADS)
+
+
+def env_threads() -> int | None:
+    """``$AEF_LITE_THREADS`` as a thread count, None if unset.
+
+    Raises:
+        ValueError: it is set but not a whole number >= 1.
+    """
+    env = os.environ.get("AEF_LITE_THREADS")
+    if not env:
+        return None
+    if not env.strip().isdigit() or int(env) < 1:
+        raise ValueError(f"AEF_LITE_THREADS must be a whole number >= 1, got {env!r}")
+    return int(env)
 
 
 def _cpu_times() -> tuple[int, int, int] | None:

@@ -86,3 +86,12 @@ def test_seed_everything_repeats_draws_and_sets_threads(monkeypatch: pytest.Monk
     again = (np.random.rand(), torch.rand(2))  # noqa: NPY002
     assert first[0] == again[0] and torch.equal(first[1], again[1])
     assert torch.get_num_threads() == repro.DEFAULT_THREADS
+
+
+def test_seed_everything_rejects_a_bad_thread_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AEF_LITE_THREADS", "0")
+    with pytest.raises(ValueError, match="AEF_LITE_THREADS must be a whole number >= 1, got '0'"):
+        repro.seed_everything(0)
+    monkeypatch.setenv("AEF_LITE_THREADS", "2")
+    repro.seed_everything(0)
+    assert torch.get_num_threads() == 2
