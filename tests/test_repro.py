@@ -92,6 +92,10 @@ def test_seed_everything_rejects_a_bad_thread_variable(monkeypatch: pytest.Monke
     monkeypatch.setenv("AEF_LITE_THREADS", "0")
     with pytest.raises(ValueError, match="AEF_LITE_THREADS must be a whole number >= 1, got '0'"):
         repro.seed_everything(0)
+    before = torch.get_num_threads()
     monkeypatch.setenv("AEF_LITE_THREADS", "2")
-    repro.seed_everything(0)
-    assert torch.get_num_threads() == 2
+    try:
+        repro.seed_everything(0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)  # the thread count is process-wide: later tests keep theirs
