@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from aef_lite.losses import LossWeights
@@ -38,6 +39,11 @@ class AEFConfig:
     time): sharing Landsat 5/7 cut the gap between the same season embedded from either sensor's
     frames alone from 1 - cos 0.66-0.78 to 0.26-0.42 and improved held-out Landsat in-painting,
     at the same sparse-label scores; not yet adopted for the reference.
+
+    ``context_channels`` of the ``embed_dim`` channels form the embedding's neighbourhood group:
+    they are smoothed by a Gaussian of ``context_sigma`` px before the embedding is made unit
+    (see :func:`aef_lite.neighbourhood.context_unit`). 0 (the default) gives a plain unit embedding.
+    The paper is silent on this; it is this project's choice for the reference model.
     """
 
     sources: dict[str, int] = field(default_factory=_default_sources)
@@ -56,6 +62,8 @@ class AEFConfig:
     max_period_days: float = 4 * 365.25
     decoder_hidden: int = 64
     kappa: float = 8000.0
+    context_channels: int = 0
+    context_sigma: float = 3.0
     meta_dims: dict[str, int] = field(default_factory=dict)
     shared_inputs: dict[str, str] = field(default_factory=dict)
 
@@ -71,6 +79,12 @@ class AEFConfig:
         ):
             if width % heads:
                 raise ValueError(f"{name}={width} is not divisible by its number of heads ({heads})")
+        if not 0 <= self.context_channels < self.embed_dim:
+            raise ValueError(f"context_channels must be in [0, embed_dim={self.embed_dim}), "
+                             f"got {self.context_channels}")
+        if not (0 < self.context_sigma and math.ceil(3 * self.context_sigma) < self.tile_size):
+            raise ValueError(f"context_sigma must be > 0 px with 3 sigma < tile_size={self.tile_size}, "
+                             f"got {self.context_sigma}")
         unknown = set(self.meta_dims) - set(self.sources)
         if unknown:
             raise ValueError(f"meta_dims names unknown sources {sorted(unknown)}")

@@ -17,9 +17,10 @@ from torch import nn
 from aef_lite.config import AEFConfig
 from aef_lite.data import Batch
 from aef_lite.decoders import ImplicitDecoder
+from aef_lite.neighbourhood import context_unit
 from aef_lite.stp import STPEncoder, SummaryPooling
 from aef_lite.timecode import period_position
-from aef_lite.vmf import VMFBottleneck, unit
+from aef_lite.vmf import VMFBottleneck
 
 
 def check_batch(batch: Batch, cfg: AEFConfig) -> None:
@@ -89,11 +90,13 @@ class AEFModel(nn.Module):
         :class:`~aef_lite.stp.STPEncoder`) for valid periods ``period (B, 2)``.
 
         The encoder runs once per input; each valid period costs one summary (paper S2.2.3: one
-        embedding per reconstructed source, each for its own summary period)."""
+        embedding per reconstructed source, each for its own summary period). With
+        ``config.context_channels`` the first channels are the neighbourhood group
+        (:func:`aef_lite.neighbourhood.context_unit`)."""
         features, codes, valid, pixels = encoded
         duration = (period[:, 1] - period[:, 0]).to(torch.float64)
         raw = self.summary(features, codes, valid, self.encoder.codes(period), duration, pixels)
-        return unit(raw, dim=1)
+        return context_unit(raw, self.config.context_channels, self.config.context_sigma)
 
     forward = encode
 

@@ -26,12 +26,16 @@ Protocol (:mod:`aef_lite.evaluate`), on ``s2_brandenburg`` (the only shipped sce
 * ``grid``: neighbour differences across 8 / 16 px lines vs elsewhere <= 1.15.
 
 ``--quick`` uses 20-step models, one seed, 5000 test pixels and one LOSO seed: a smoke test, not a
-result. Run ``python benchmarks/quality.py [--quick] [--seeds N] [--loso-seeds N]``.
+result. ``--loso-models DIR [DIR ...]`` scores LOSO models saved earlier (model folders whose
+``config.json`` holds the ``train_config`` they were trained with, which must be the recipe's
+without ``s2_brandenburg``) instead of training them (about 25 min each). Run
+``python benchmarks/quality.py [--quick] [--seeds N] [--loso-seeds N | --loso-models DIR ...]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -50,6 +54,7 @@ from aef_lite.evaluate import (
     smoothed_features,
     summarise,
 )
+from aef_lite.hub import load_pretrained
 from aef_lite.model import AEFModel
 from aef_lite.quantization import dequantize, quantize
 from aef_lite.reference import reference_configs, site_validation
@@ -92,7 +97,22 @@ def goal(name: str, met: bool, detail: str) -> bool:
     return met
 
 
-def main(quick: bool = False, seeds: int = 5, loso_seeds: int = 3, threads: int = 1) -> dict:
+def saved_loso_model(path: str, quick: bool) -> AEFModel:
+    """A LOSO model saved by :func:`aef_lite.hub.save_pretrained` with ``extra={"train_config": ...}``;
+    ``SystemExit`` (one line) if its model or training config is not the recipe's without :data:`SCENE`."""
+    model, _, config = load_pretrained(path)
+    model_cfg, train_cfg = recipe(quick)
+    trained = config.get("train_config") or {}
+    expected = recipe(quick, tuple(s for s in train_cfg.sites if s != SCENE), trained.get("seed", 0))[1].to_dict()
+    expected = json.loads(json.dumps(expected))  # as stored in config.json (tuples become lists)
+    differ = sorted(k for k in expected if k not in ("out_dir", "progress") and trained.get(k) != expected[k])
+    if model.config != model_cfg or differ:
+        raise SystemExit(f"{path}: not a LOSO model of this recipe (differs in: {', '.join(differ) or 'model_config'})")
+    return model
+
+
+def main(quick: bool = False, seeds: int = 5, loso_seeds: int = 3, threads: int = 1,
+         loso_models: list[str] | None = None) -> dict:
     """Print the tables and GOAL lines; return the numbers."""
     n_seeds, max_test = (1, 5000) if quick else (seeds, None)
     with torch_threads(threads):
@@ -103,8 +123,8 @@ def main(quick: bool = False, seeds: int = 5, loso_seeds: int = 3, threads: int 
         model = train(model_cfg, train_cfg).model if quick else pretrained()[0]
         emb = embed_scene(model, sample).emb
         val = site_validation(model, train_cfg)
-        loso = []
-        for seed in range(1 if quick else loso_seeds):
+        loso = [embed_scene(saved_loso_model(p, quick), sample).emb for p in loso_models or []]
+        for seed in range(0 if loso_models else 1 if quick else loso_seeds):
             cfg_m, cfg_t = recipe(quick, tuple(s for s in train_cfg.sites if s != SCENE), seed)
             loso.append(embed_scene(train(cfg_m, cfg_t).model, sample).emb)
         base = baselines(sample)
@@ -176,6 +196,8 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="20-step models, one seed, 5000 test pixels")
     parser.add_argument("--seeds", type=int, default=5, help="label draws per setting (full mode)")
     parser.add_argument("--loso-seeds", type=int, default=3, help="training seeds of the LOSO models (full mode)")
+    parser.add_argument("--loso-models", nargs="+", metavar="DIR",
+                        help="score these saved LOSO model folders instead of training the LOSO models")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args()
-    main(args.quick, args.seeds, args.loso_seeds, args.threads)
+    main(args.quick, args.seeds, args.loso_seeds, args.threads, args.loso_models)

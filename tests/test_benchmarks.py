@@ -143,3 +143,24 @@ def test_speedup_exports_a_revision_and_refuses_a_bad_one(tmp_path: Path) -> Non
     assert (tree / "data_samples").resolve() == (ROOT / "data_samples").resolve()
     with pytest.raises(SystemExit, match="cannot export revision"):
         speedup.export_revision("no-such-revision", tmp_path / "bad")
+
+
+def test_quality_scores_only_saved_loso_models_of_its_recipe(tmp_path: Path, monkeypatch) -> None:
+    """``quality.py --loso-models``: a folder trained without the scored scene by the recipe loads; one
+    trained on the scene, or with another model config, is refused with a one-line message."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    quality = importlib.import_module("quality")
+    from aef_lite.hub import save_pretrained
+
+    model_cfg, train_cfg = quality.recipe(True)
+    loso_cfg = quality.recipe(True, tuple(s for s in train_cfg.sites if s != quality.SCENE), 2)[1]
+    save_pretrained(tmp_path / "ok", AEFModel(model_cfg), extra={"train_config": loso_cfg.to_dict()})
+    assert quality.saved_loso_model(str(tmp_path / "ok"), quick=True).config == model_cfg
+
+    save_pretrained(tmp_path / "saw", AEFModel(model_cfg), extra={"train_config": train_cfg.to_dict()})
+    with pytest.raises(SystemExit, match="differs in: sites"):
+        quality.saved_loso_model(str(tmp_path / "saw"), quick=True)
+    other = AEFConfig.tiny(dim_precision=16)
+    save_pretrained(tmp_path / "other", AEFModel(other), extra={"train_config": loso_cfg.to_dict()})
+    with pytest.raises(SystemExit, match="model_config"):
+        quality.saved_loso_model(str(tmp_path / "other"), quick=True)

@@ -357,3 +357,53 @@ class TestSharedInputs:
     def test_bad_sharing_raises(self, shared: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             AEFConfig.tiny(shared_inputs=shared)
+
+
+class TestNeighbourhoodGroup:
+    """``AEFConfig.context_channels``: the first channels of the embedding are a Gaussian-smoothed group."""
+
+    @pytest.fixture()
+    def ctx(self) -> AEFModel:
+        torch.manual_seed(0)
+        return AEFModel(AEFConfig.tiny(context_channels=32, context_sigma=3.0)).eval()
+
+    def test_each_group_has_its_share_of_the_unit_norm(self, ctx: AEFModel, batch: Batch) -> None:
+        emb = ctx.embed(batch)
+        assert emb.shape == (B, 64, L, L)
+        torch.testing.assert_close(emb.norm(dim=1), torch.ones(B, L, L))
+        torch.testing.assert_close(emb[:, :32].norm(dim=1), torch.full((B, L, L), 0.5 ** 0.5))
+
+    def test_the_context_group_is_smoother_than_the_pixel_group(self, ctx: AEFModel, batch: Batch) -> None:
+        emb = ctx.embed(batch)
+
+        def step(x: torch.Tensor) -> float:  # mean |difference| of horizontal neighbours, per unit of norm
+            return ((x[..., 1:] - x[..., :-1]).norm(dim=1) / x.norm(dim=1)[..., 1:]).mean().item()
+
+        assert step(emb[:, :32]) < 0.5 * step(emb[:, 32:])
+
+    def test_gradients_reach_the_summary_head_through_both_groups(self, batch: Batch) -> None:
+        torch.manual_seed(0)
+        m = AEFModel(AEFConfig.tiny(context_channels=32))
+        out = m.summary.head[-1].weight  # (E, D, 1, 1): rows 0-31 feed the context group
+        for group in (slice(0, 32), slice(32, 64)):
+            m.zero_grad()
+            (m.encode(batch)[:, group] * torch.randn(B, 32, L, L)).sum().backward()
+            assert out.grad[group].abs().sum().item() > 0
+
+    def test_round_trip_through_safetensors(self, ctx: AEFModel, batch: Batch, tmp_path: Path) -> None:
+        from aef_lite.hub import load_pretrained, save_pretrained
+
+        save_pretrained(tmp_path / "m", ctx)
+        loaded = load_pretrained(tmp_path / "m")[0].eval()
+        assert (loaded.config.context_channels, loaded.config.context_sigma) == (32, 3.0)
+        torch.testing.assert_close(loaded.embed(batch), ctx.embed(batch))
+
+    @pytest.mark.parametrize(("overrides", "match"), [
+        ({"context_channels": 64}, "context_channels must be in"),
+        ({"context_channels": -1}, "context_channels must be in"),
+        ({"context_channels": 8, "context_sigma": 0.0}, "context_sigma must be > 0"),
+        ({"context_channels": 8, "context_sigma": 11.0}, "3 sigma < tile_size"),
+    ])
+    def test_bad_settings_raise(self, overrides: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            AEFConfig.tiny(**overrides)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import aef_lite.model
+import aef_lite.neighbourhood
 import aef_lite.operators
 from aef_lite import AEFConfig, AEFModel, Batch, SourceBatch
 from aef_lite.model import check_batch
@@ -84,7 +84,7 @@ def _batch(b: int = 4, size: int = 32) -> Batch:
 @pytest.fixture
 def reference_math(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aef_lite.operators, "masked_attention", reference_attention)
-    monkeypatch.setattr(aef_lite.model, "unit", lambda x, dim=1: F.normalize(x, dim=dim))
+    monkeypatch.setattr(aef_lite.neighbourhood, "unit", lambda x, dim=1: F.normalize(x, dim=dim))
 
 
 def _outputs(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
