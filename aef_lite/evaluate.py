@@ -26,8 +26,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from aef_lite.data import LabelMap, Sample, normalise
+from aef_lite.neighbourhood import gaussian_blur
 from aef_lite.quantization import dequantize, quantize
 
 FeatureMap = np.ndarray
@@ -319,22 +321,13 @@ def smoothed_features(raw: FeatureMap, sigma: float) -> FeatureMap:
 
     The "raw bands smoothed over a few pixels" baseline: a strong, cheap competitor of learned
     per-pixel embeddings, since it adds the spatial context an embedding model also sees.
-    Separable kernel truncated at 3 sigma, edges reflected; numpy only.
+    The filter is :func:`aef_lite.neighbourhood.gaussian_blur` (separable, truncated at 3 sigma,
+    edges reflected), the one of the model's neighbourhood group, run in float64.
     """
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0 px, got {sigma}")
-    radius = max(1, int(np.ceil(3 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    kernel /= kernel.sum()
-    out = np.asarray(raw, dtype=np.float64)
-    for axis in (1, 2):
-        pad = [(0, 0)] * 3
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="reflect")
-        n = out.shape[axis]
-        out = sum(w * np.take(padded, np.arange(i, i + n), axis=axis) for i, w in enumerate(kernel))
-    return out.astype(np.float32)
+    x = torch.from_numpy(np.asarray(raw, dtype=np.float64)[None])
+    return gaussian_blur(x, sigma)[0].numpy().astype(np.float32)
 
 
 def pca_features(raw: FeatureMap, n_components: int) -> FeatureMap:
