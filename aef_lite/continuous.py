@@ -146,12 +146,12 @@ def pooled_inputs(sample: Sample, picks: dict[str, np.ndarray], like: str) -> tu
 
 
 def embed_period(model: AEFModel, sample: Sample, picks: dict[str, np.ndarray], period: tuple[float, float],
-                 overlap: int = 16, support: bool = True) -> np.ndarray:
+                 overlap: int = 16, support: bool = True, tile: int | None = None) -> np.ndarray:
     """The embedding field (E, H, W) float32 of the chosen input frames for ``period`` (NaN where no
     tile had a valid input pixel). ``support=False``: every chosen frame is an input, even outside
-    the period's support window (:func:`aef_lite.embed.embed_scene`)."""
-    return embed_scene(model, input_sample(sample, picks), overlap=overlap, period=np.asarray(period, float),
-                       support=support).emb
+    the period's support window; ``tile``: as in :func:`aef_lite.embed.embed_scene`."""
+    return embed_scene(model, input_sample(sample, picks), tile=tile, overlap=overlap,
+                       period=np.asarray(period, float), support=support).emb
 
 
 @torch.no_grad()

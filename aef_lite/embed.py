@@ -10,7 +10,9 @@ A scene of any size is embedded by :func:`embed_scene`:
   each tile is gathered from the original through the padding's index maps (:func:`pad_indices`),
   so memory stays one batch of tiles plus the output;
 * tiles of ``tile`` px step by ``tile - overlap`` (:func:`aef_lite.data.tile_grid`), the last row
-  and column flush with the padded scene's edge, so the whole scene is covered;
+  and column flush with the padded scene's edge, so the whole scene is covered. The default tile
+  (:data:`EMBED_TILE`, 64 px) is larger than the tiny configs' 32 px training tile: the field is
+  the same within the variation a shift of the tile grid already causes, for half the work;
 * overlapping tiles are blended, not cut: each tile's vectors are weighted by a window that is 1
   in its interior and falls linearly to near 0 over ``overlap`` px towards its borders
   (:func:`blend_window`), summed, and renormalised to unit length. Hard cuts through the overlaps
@@ -142,15 +144,26 @@ def reflect_pad(sample: Sample, margin: int, min_size: int) -> tuple[Sample, int
     return replace(_gather(sample, rows, cols), transform=transform), margin, margin
 
 
-EMBED_BATCH = 32
-"""Default tiles per forward pass of :func:`embed_scene`. Larger batches amortise the per-operator
-overhead of the small model: on 1 CPU thread, 32 tiles of 32 px embed a 256 px scene 1.4x faster
-than 8 (``benchmarks/inference_scale.py``), for about 4x the activation memory (tens of MiB);
-results are the same within float32 rounding."""
+EMBED_TILE = 64
+"""Default tile side of :func:`embed_scene` (px), or the model's training tile
+(``config.tile_size``) where that is larger. The tiny configs train on 32 px tiles, but their
+operators see a few pixels around each pixel, not the whole tile, so a larger tile gives the same
+field for less work: with overlap 16, a 32 px tile computes 3.9 tile pixels per scene pixel and a
+64 px tile 1.9. On the shipped reference model and ``s2_brandenburg`` (512 x 512 px) the 64 px
+field differs from the 32 px one by at most 0.016 per component (mean cosine 0.99999, the same
+sparse-label scores), less than moving the 32 px tile grid by 8 px already changes it (0.018;
+``tests/test_embed_tiling.py`` checks this relation), and embeds about 2x faster
+(``benchmarks/inference_scale.py``)."""
+
+EMBED_BATCH_PIXELS = 32 * 32 * 32
+"""Default tile pixels per forward pass of :func:`embed_scene`: 8 tiles of 64 px (32 of 32 px).
+Larger batches amortise the per-operator overhead of the small model (32 tiles of 32 px embed a
+256 px scene 1.4x faster than 8) for more activation memory (tens of MiB); results are the same
+within float32 rounding."""
 
 
 def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overlap: int = 16,
-                period: tuple[float, float] | np.ndarray | None = None, batch_size: int = EMBED_BATCH,
+                period: tuple[float, float] | np.ndarray | None = None, batch_size: int | None = None,
                 max_frames: int | None = MAX_FRAMES, support: bool = True) -> EmbeddingField:
     """Embed a whole scene with overlapping tiles (see the module docstring).
 
@@ -159,12 +172,14 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
             which is deterministic (vMF mean direction, paper S2.2.3). Batches are moved to the
             device of its parameters; the field is gathered on the CPU.
         sample: the scene, H x W px, any size (smaller than a tile too).
-        tile: tile side in px, a multiple of 16; default ``model.config.tile_size``.
+        tile: tile side in px, a multiple of 16; default :data:`EMBED_TILE` (or
+            ``model.config.tile_size`` where larger).
         overlap: even number of px shared by neighbouring tiles (0 <= overlap < tile).
         period: valid period [t_s, t_e) in days since ``TIME_ORIGIN``; default
             :func:`aef_lite.data.annual_period` (the calendar year of the median date), the same
             for every tile. The tiles see the frames of its support window (module docstring).
-        batch_size: tiles per forward pass (bounds peak memory; see :data:`EMBED_BATCH`).
+        batch_size: tiles per forward pass (bounds peak memory); default
+            :data:`EMBED_BATCH_PIXELS` / tile².
         max_frames: keep at most this many evenly spread frames per source
             (:func:`aef_lite.data.make_batch`); default as in training.
         support: True (default, as in training) keeps the frames in the support window of
@@ -180,9 +195,10 @@ def embed_scene(model: AEFModel, sample: Sample, tile: int | None = None, overla
         ValueError: tile not a positive multiple of 16; overlap odd, negative or >= tile;
             batch_size < 1.
     """
-    tile = model.config.tile_size if tile is None else int(tile)
+    tile = max(EMBED_TILE, model.config.tile_size) if tile is None else int(tile)
     height, width = sample.height, sample.width
     _check_tiling(tile, overlap)
+    batch_size = max(1, EMBED_BATCH_PIXELS // tile**2) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_sample_grid(sample)

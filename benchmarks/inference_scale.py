@@ -6,8 +6,9 @@ Square crops of the real ``s2_brandenburg`` scene (10 m pixels) growing 4x in ar
 realistic). Each size runs in a fresh process, so the peak memory of one size cannot hide the
 next one's:
 
-* time: median of repeated ``embed_scene`` calls (tile 32, overlap 16, batches of 32, the tiny
-  model; untrained, since speed does not depend on the weights), after one untimed call. The
+* time: median of repeated ``embed_scene`` calls (its defaults: tile 64, overlap 16, batches of
+  8 tiles; the tiny model, untrained, since speed does not depend on the weights), after one
+  untimed call. The
   ratios to the smallest size are measured *within* each process, alternating calls on the
   size and on the smallest scene, so that load changes between processes cancel out;
 * peak memory: the kernel's peak resident set size during the first call minus the resident
@@ -24,12 +25,18 @@ twice; 42 km^2, a 1 GiB float32 field): the peak RSS above the RSS before each s
 mark reset as above), and the process's lifetime peak from ``resource.getrusage`` (``ru_maxrss``;
 it includes loading the scene).
 
+A last, fresh process measures the goal of the inference path: km^2/s per core of the defaults
+against the tiling of the release before (tile 32, overlap 16, batches of 32 tiles), timed
+alternately on the 512^2 scene, and how far the default field of the shipped reference model is
+from that tiling's field: at most as far as moving the 32 px tile grid by 8 px moves it (the
+tolerance, measured in the same run on interior pixels).
+
 Expected: time per km^2 and per tile stay flat (time linear in area), working memory stays
 flat (tiles are streamed), and the export's extra memory stays flat (codes are quantised and
 written block by block; before, ``quantize`` made float64 copies of the whole field, ~2.7 KB per
 pixel). Time per km^2 rises a little at small sizes because every scene is
-covered by whole overlapping tiles: the tile pixels computed per scene pixel (``overcompute``)
-grow from 2.25 (64^2) towards 4 (stride 16 of a 32 px tile).
+covered by whole overlapping tiles of the padded scene: the tile pixels computed per scene pixel
+(``overcompute``) grow towards (64 / 48)^2 = 1.78 (stride 48 of a 64 px tile; 4 for 32 px tiles).
 
 Run ``python benchmarks/inference_scale.py [--quick] [--threads N]``.
 """
@@ -53,11 +60,16 @@ from common import machine_info, median, print_machine
 
 from aef_lite.config import AEFConfig
 from aef_lite.data import Sample, cut_tile, load_sample, tile_grid
-from aef_lite.embed import EMBED_BATCH, embed_scene, save_field, save_geotiff
+from aef_lite.embed import EMBED_BATCH_PIXELS, EMBED_TILE, embed_scene, pad_indices, save_field, save_geotiff
 from aef_lite.model import AEFModel
+from aef_lite.shipped import pretrained
 
 SCENE = "s2_brandenburg"
-TILE, OVERLAP, BATCH = 32, 16, EMBED_BATCH
+TILE, OVERLAP, BATCH = EMBED_TILE, 16, EMBED_BATCH_PIXELS // EMBED_TILE**2
+BEFORE = {"tile": 32, "overlap": 16, "batch_size": 32}
+"""``embed_scene``'s tiling of the release before this one."""
+SPEEDUP_GOAL = 1.5
+GOAL_SIZE = 512
 PIXEL_KM2 = 1e-4  # one 10 m x 10 m pixel
 
 
@@ -122,6 +134,38 @@ def measure_size(size: int, reference: int, repeats: int, threads: int) -> dict[
     ratios = [a / b for a, b in zip(times["size"], times["ref"], strict=True)]
     return {"seconds": median(times["size"]), "over_reference": median(ratios),
             "rss_peak_bytes": float(rss_peak), "numpy_peak_bytes": float(numpy_peak)}
+
+
+def interior_diff(a: np.ndarray, b: np.ndarray, margin: int = 24) -> float:
+    """Max |a - b| of two (E, H, W) fields, ``margin`` px from every edge (away from the padding)."""
+    return float(np.abs(a - b)[:, margin:-margin, margin:-margin].max())
+
+
+def measure_speedup(size: int, repeats: int, threads: int) -> dict[str, float]:
+    """Run in a fresh process: the median ratio of :data:`BEFORE`'s time to the defaults' on the
+    ``size``^2 scene (tiny model, timed alternately), and the shipped reference model's max
+    |diff| between the two fields against the tolerance (module docstring)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = AEFModel(AEFConfig.tiny()).eval()
+    sample = scene(size + 16)
+    inner = cut_tile(sample, 8, 8, size)
+    embed_scene(model, inner)
+    embed_scene(model, inner, **BEFORE)
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(max(repeats, 3)):
+        for key, kwargs in (("before", BEFORE), ("after", {})):
+            start = time.perf_counter()
+            embed_scene(model, inner, **kwargs)
+            times[key].append(time.perf_counter() - start)
+    reference = pretrained()[0].eval()
+    before = embed_scene(reference, sample, **BEFORE).emb[:, 8:8 + size, 8:8 + size]
+    after = embed_scene(reference, sample).emb[:, 8:8 + size, 8:8 + size]
+    shifted = embed_scene(reference, inner, **BEFORE).emb
+    area = size * size * PIXEL_KM2
+    return {"size_px": size, "speedup": median([b / a for b, a in zip(times["before"], times["after"], strict=True)]),
+            "km2_per_s_before": area / median(times["before"]), "km2_per_s": area / median(times["after"]),
+            "max_abs_diff": interior_diff(after, before), "tolerance": interior_diff(shifted, before)}
 
 
 def _maxrss_bytes() -> int:
@@ -190,7 +234,8 @@ def main(quick: bool = False, threads: int = 1) -> dict:
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
             m = pool.submit(measure_size, size, sizes[0], repeats, threads).result()
         area_km2 = size * size * PIXEL_KM2
-        tiles = len(tile_grid(size, size, TILE, OVERLAP))
+        padded = len(pad_indices(size, size, OVERLAP // 2, TILE)[0])
+        tiles = len(tile_grid(padded, padded, TILE, OVERLAP))
         output = 4.0 * AEFConfig.tiny().embed_dim * size * size
         rows.append({
             "size_px": size, "area_km2": area_km2, "tiles": tiles, "overcompute": tiles * TILE**2 / size**2,
@@ -216,7 +261,16 @@ def main(quick: bool = False, threads: int = 1) -> dict:
         print("1024x1024 is the 512x512 scene mirrored left-right and top-bottom.")
     print("\nMemory of embed + save (fresh process per size):")
     memory = export_memory((64, 128, 256) if quick else (256, 512, 1024, 2048), threads)
-    return {"machine": info, "sizes": rows, "export_memory": memory}
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        goal = pool.submit(measure_speedup, 256 if quick else GOAL_SIZE, repeats, threads).result()
+    met = goal["speedup"] >= SPEEDUP_GOAL and goal["max_abs_diff"] <= goal["tolerance"]
+    print(f"\nDefaults (tile {TILE}, batch {BATCH}) vs the release before (tile {BEFORE['tile']}, batch "
+          f"{BEFORE['batch_size']}), {goal['size_px']}^2, alternated: {goal['km2_per_s_before']:.1f} -> "
+          f"{goal['km2_per_s']:.1f} km2/s per core")
+    print(f"GOAL inference_speedup: {'met' if met else 'not met'} ({goal['speedup']:.2f}x >= {SPEEDUP_GOAL}x, "
+          f"reference model max |diff| {goal['max_abs_diff']:.4f} <= {goal['tolerance']:.4f}, the change of "
+          f"moving the 32 px grid by 8 px)")
+    return {"machine": info, "sizes": rows, "export_memory": memory, "speedup": goal}
 
 
 if __name__ == "__main__":

@@ -7,19 +7,19 @@ on shared machines, so both versions run here, alternately, each probe in a fres
   a temporary folder and put first on ``PYTHONPATH`` (the samples are linked from this checkout);
 * ``embed``: :func:`aef_lite.embed.embed_scene` with its default arguments on the 256 x 256 px
   top-left crop of the real ``s2_brandenburg`` scene, the untrained tiny model (seed 0), median
-  of 3 calls after a warm-up. The two versions' fields are compared: max |diff| must stay below
-  :data:`EMBED_TOLERANCE`;
+  of 3 calls after a warm-up. The two versions' fields are compared (max |diff|);
 * ``step``: one tiny training step of ``benchmarks/train_speed.py`` (median over two passes of 6
   steps after a warm-up);
 * ``demo`` (with ``--demo``; about 2 minutes per run): the wall time of ``aef-lite demo`` with
   its defaults, as a user runs it.
 
 Prints the median times, the median over rounds of the paired ratio old/new (each round times both
-versions back to back, so a change of the machine's load between rounds cancels) and ``GOAL``
-lines: inference >= 1.5x faster with the same embeddings; the demo under 90 s.
+versions back to back, so a change of the machine's load between rounds cancels) and, with
+``--demo``, the ``GOAL`` line of the demo under 90 s. The inference goal (km^2/s per core at the same
+embeddings within a stated tolerance) is measured by ``inference_scale.py``, inside one version.
 
-The embeddings can only be the same where both versions have the same architecture; a change of
-the model itself is timed the same way, and its max |diff| is then large by design.
+The embeddings can only be the same where both versions have the same architecture and tiling; a
+change of the model itself is timed the same way, and its max |diff| is then large by design.
 
 Run ``python benchmarks/speedup.py --baseline REV [--new REV] [--rounds N] [--demo]`` from a git
 checkout.
@@ -40,9 +40,6 @@ import numpy as np
 from common import machine_info, median, print_machine
 
 ROOT = Path(__file__).resolve().parents[1]
-EMBED_TOLERANCE = 1e-5
-"""Largest |difference| allowed between the two versions' embeddings (unit vectors, float32)."""
-INFERENCE_GOAL = 1.5
 DEMO_GOAL_S = 90.0
 
 EMBED_PROBE = """
@@ -150,10 +147,7 @@ def main(baseline: str, rounds: int = 2, demo: bool = False, new: str | None = N
             results[probe] = {"old_s": old, "new_s": new, "speedup": paired}
             print(f"{probe:>6} {old:8.3f} {new:8.3f} {paired:8.2f}")
     results["embed_max_abs_diff"] = diff
-    inference = results["embed"]["speedup"]
-    met = inference >= INFERENCE_GOAL and diff <= EMBED_TOLERANCE
-    print(f"GOAL inference_speedup: {'met' if met else 'not met'} ({inference:.2f}x, {results['new']} vs {baseline}, "
-          f"max |diff| {diff:.1e} <= {EMBED_TOLERANCE:g}: {diff <= EMBED_TOLERANCE})")
+    print(f"embed: {results['embed']['speedup']:.2f}x, {results['new']} vs {baseline}, max |diff| {diff:.1e}")
     if demo:
         new, ratio = results["demo"]["new_s"], results["demo"]["speedup"]
         print(f"GOAL demo_under_90s: {'met' if new < DEMO_GOAL_S else 'not met'} ({new:.0f} s, "

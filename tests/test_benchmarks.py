@@ -51,6 +51,8 @@ def test_run_all_quick(tmp_path: Path) -> None:
     assert [r["size_px"] for r in sizes] == sorted(r["size_px"] for r in sizes) and len(sizes) >= 3
     for r in sizes:
         assert r["km2_per_s"] > 0 and r["time_per_km2_ratio"] > 0 and r["rss_peak_mib"] > 0
+    goal = res["inference_scale"]["speedup"]
+    assert goal["speedup"] > 0 and goal["km2_per_s"] > 0 and 0 < goal["tolerance"] < 1 and goal["max_abs_diff"] >= 0
 
     quality = res["quality"]
     assert set(quality["tables"]) == {f"{m}/{s}" for m in ("osm", "water_land") for s in ("random", "spatial")}

@@ -56,7 +56,7 @@ def test_pooled_inputs_merge_sources_in_time_order(landsat: Sample) -> None:
 def test_decode_at_equals_decoding_the_tile_directly(model: AEFModel, landsat: Sample) -> None:
     period = (14100.0, 14465.0)
     picks = ct.choose_inputs(landsat, period, max_frames=4)
-    emb = ct.embed_period(model, landsat, picks, period, overlap=0)  # one tile, no padding: the direct embedding
+    emb = ct.embed_period(model, landsat, picks, period, overlap=0, tile=32)  # one tile, no padding: direct
     out = ct.decode_at(model, emb, "landsat7", [14200.0, 14300.0], period)
     assert out.shape == (2, 3, 32, 32) and np.isfinite(out).all()
     batch = make_batch([ct.input_sample(landsat, picks)], period=np.array(period))

@@ -12,7 +12,7 @@ import torch
 from aef_lite import AEFConfig, AEFModel
 from aef_lite.data import Sample, annual_period, cut_tile, make_batch
 from aef_lite.diagnostics import grid_line_ratio
-from aef_lite.embed import blend_window, embed_scene, pad_indices, reflect_pad
+from aef_lite.embed import EMBED_BATCH_PIXELS, EMBED_TILE, blend_window, embed_scene, pad_indices, reflect_pad
 from aef_lite.support import MAX_FRAMES, support_of, support_window
 
 
@@ -67,7 +67,7 @@ def test_embedding_a_scene_never_copies_it(model: AEFModel, samples: dict[str, S
 
 def test_one_tile_without_overlap_equals_the_direct_embedding(model: AEFModel, samples: dict[str, Sample]) -> None:
     scene = cut_tile(samples["s2_brandenburg"], 200, 300, 32)
-    field = embed_scene(model, scene, overlap=0)
+    field = embed_scene(model, scene, tile=32, overlap=0)
     direct = model.embed(make_batch([scene], period=field.period, max_frames=MAX_FRAMES))[0].numpy()
     np.testing.assert_allclose(field.emb, direct, atol=1e-5)
 
@@ -86,10 +86,12 @@ def test_scene_smaller_than_the_tile_is_embedded(model: AEFModel, samples: dict[
     assert field.emb.shape == (64, 61, 61) and field.valid.all()
 
 
-def test_blending_leaves_no_tile_seams(model: AEFModel, samples: dict[str, Sample]) -> None:
+@pytest.mark.parametrize(("tile", "stride"), [(32, 16), (None, EMBED_TILE - 16)])
+def test_blending_leaves_no_tile_seams(model: AEFModel, samples: dict[str, Sample], tile: int | None,
+                                       stride: int) -> None:
     scene = cut_tile(samples["s2_brandenburg"], 0, 0, 192)
-    blended = embed_scene(model, scene)
-    assert grid_line_ratio(blended.emb, periods=(16,)) < 1.15
+    blended = embed_scene(model, scene, tile=tile)
+    assert grid_line_ratio(blended.emb, periods=(stride,)) < 1.15
 
 
 def test_tiles_without_valid_input_are_no_data(model: AEFModel, samples: dict[str, Sample]) -> None:
@@ -98,7 +100,7 @@ def test_tiles_without_valid_input_are_no_data(model: AEFModel, samples: dict[st
     mask = s2.mask.copy()
     mask[..., 48:] = False
     scene = replace(scene, sources={"s2": replace(s2, values=np.where(mask[:, None], s2.values, 0.0), mask=mask)})
-    field = embed_scene(model, scene)
+    field = embed_scene(model, scene, tile=32)
     assert field.valid[:, :40].all() and not field.valid[:, 90:].any()
 
 
@@ -119,9 +121,41 @@ def test_support_false_gives_every_frame_whatever_the_period(model: AEFModel, sa
     scene = cut_tile(samples["landsat_colorado"], 0, 0, 32)
     last = max(float(s.days.max()) for s in scene.sources.values())
     far = np.array([last + 1000.0, last + 1090.0])  # its support window holds no frame
-    assert not embed_scene(model, scene, overlap=0, period=far).valid.any()
-    field = embed_scene(model, scene, overlap=0, period=far, support=False)
+    assert not embed_scene(model, scene, tile=32, overlap=0, period=far).valid.any()
+    field = embed_scene(model, scene, tile=32, overlap=0, period=far, support=False)
     assert field.valid.all()
     with torch.no_grad():  # one tile, no padding: the direct embedding of all frames for that period
         direct = model.embed(make_batch([scene], period=far, max_frames=MAX_FRAMES))[0].numpy()
     np.testing.assert_allclose(field.emb, direct, atol=1e-5)
+
+
+def test_default_tile_is_the_larger_of_embed_tile_and_the_training_tile(samples: dict[str, Sample]) -> None:
+    scene = cut_tile(samples["s2_brandenburg"], 0, 0, 256)
+    for tile_size, expected in ((32, EMBED_TILE), (128, 128)):
+        torch.manual_seed(0)
+        net = AEFModel(replace(AEFConfig.tiny(), tile_size=tile_size)).eval()
+        seen: list[tuple[int, int]] = []
+        forward = net.embed
+
+        def spy(batch, forward=forward, seen=seen):  # noqa: ANN001, ANN202
+            seen.append((batch.period.shape[0], next(iter(batch.sources.values())).values.shape[-1]))
+            return forward(batch)
+
+        net.embed = spy  # type: ignore[method-assign]
+        embed_scene(net, scene)
+        assert {h for _, h in seen} == {expected}
+        assert max(b for b, _ in seen) == max(1, EMBED_BATCH_PIXELS // expected**2)
+
+
+def test_default_tile_changes_the_field_less_than_a_shift_of_the_32px_grid(samples: dict[str, Sample]) -> None:
+    """The shipped reference model: a 64 px tile gives the field of 32 px tiles within the change
+    that moving the 32 px grid by 8 px already causes (interior pixels, away from the reflection)."""
+    from aef_lite.shipped import pretrained
+
+    net = pretrained()[0].eval()
+    scene = cut_tile(samples["s2_brandenburg"], 0, 0, 208)
+    shifted = cut_tile(samples["s2_brandenburg"], 8, 8, 192)
+    base = embed_scene(net, scene, tile=32).emb[:, 8:200, 8:200]
+    grid_shift = np.abs(embed_scene(net, shifted, tile=32).emb - base)[:, 24:-24, 24:-24].max()
+    default = np.abs(embed_scene(net, scene).emb[:, 8:200, 8:200] - base)[:, 24:-24, 24:-24].max()
+    assert default <= grid_shift, (default, grid_shift)
