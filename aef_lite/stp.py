@@ -178,7 +178,10 @@ class STPEncoder(nn.Module):
         full-resolution frames of the pixel skip (:class:`PixelFrames`)."""
         names = [n for n in self.sources if n in batch.sources]  # fixed order
         srcs = [batch.sources[n] for n in names]
-        p = torch.cat([self.projector(n)(s.values, s.mask) for n, s in zip(names, srcs, strict=True)], dim=1)
+        # concatenated as (B, T, h, w, D), so every frame of the precision state is channels-last, the
+        # layout its convolutions return and ChannelNorm reads: no layout copies between them
+        p = torch.cat([self.projector(n)(s.values, s.mask).movedim(2, -1) for n, s in zip(names, srcs, strict=True)],
+                      dim=1).movedim(-1, 2)
         days = torch.cat([s.days for s in srcs], dim=1)
         mask = torch.cat([s.mask for s in srcs], dim=1)
         codes = self.codes(days)

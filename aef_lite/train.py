@@ -27,6 +27,7 @@ from tqdm import tqdm  # the terminal bar: tqdm.auto warns on stderr in Jupyter 
 
 from aef_lite.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from aef_lite.config import AEFConfig, TrainConfig
+from aef_lite.cpu_memory import reuse_freed_memory
 from aef_lite.fileio import folder_lock, remove_stale_temporaries, write_text
 from aef_lite.model import AEFModel
 from aef_lite.objective import AEFObjective, validation_loss
@@ -195,7 +196,8 @@ def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = No
         :class:`TrainResult`. Only rank 0 writes files (checkpoints ``ckpt_<step>.pt`` every
         ``ckpt_every`` steps and at the end, ``history.jsonl``), holding the folder's lock
         (:func:`aef_lite.fileio.folder_lock`) for the whole run; at the start it removes the
-        temporary files a killed run of that folder left.
+        temporary files a killed run of that folder left. On CPU the loop runs inside
+        :func:`aef_lite.cpu_memory.reuse_freed_memory` (freed memory kept for the next step).
 
     Raises:
         FolderLocked: another process is training into ``train_cfg.out_dir``.
@@ -213,7 +215,7 @@ def train(model_cfg: AEFConfig | None = None, train_cfg: TrainConfig | None = No
     out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
     use_cuda = cfg.device.startswith("cuda") and torch.cuda.is_available()
     with (_distributed(torch.device("cuda" if use_cuda else "cpu")) as env, _cpu_threads(cfg.threads),
-          ExitStack() as held):
+          reuse_freed_memory(enabled=not use_cuda), ExitStack() as held):
         writes = env.main and out_dir is not None
         if writes:  # one run per folder; what a killed run of it left is removed
             held.enter_context(folder_lock(out_dir))

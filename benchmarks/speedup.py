@@ -9,7 +9,8 @@ on shared machines, so both versions run here, alternately, each probe in a fres
   top-left crop of the real ``s2_brandenburg`` scene, the untrained tiny model (seed 0), median
   of 3 calls after a warm-up. The two versions' fields are compared (max |diff|);
 * ``step``: one tiny training step of ``benchmarks/train_speed.py`` (median over two passes of 6
-  steps after a warm-up);
+  steps after a warm-up), inside ``aef_lite.cpu_memory.reuse_freed_memory`` where the version has
+  it, as its ``train()`` runs;
 * ``demo`` (with ``--demo``; about 2 minutes per run): the wall time of ``aef-lite demo`` with
   its defaults, as a user runs it.
 
@@ -67,6 +68,11 @@ import json, time, torch
 import train_speed as ts
 from aef_lite.config import AEFConfig, TrainConfig
 torch.set_num_threads(1)
+try:  # a version whose train() keeps freed memory for reuse is timed the same way
+    from aef_lite.cpu_memory import reuse_freed_memory
+    reuse_freed_memory().__enter__()
+except ImportError:
+    pass
 cfg = AEFConfig.tiny()
 trainer = ts.Trainer(cfg, TrainConfig(tile=cfg.tile_size, out_dir=None, progress=False))
 steps, _, _ = ts.prepare_steps(trainer, 6)

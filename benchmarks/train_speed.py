@@ -25,6 +25,7 @@ Run ``python benchmarks/train_speed.py [--quick] [--threads N] [--profile | --co
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from common import machine_info, matmul_flops_per_s, median, print_machine, torc
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from aef_lite.config import AEFConfig, TrainConfig
+from aef_lite.cpu_memory import reuse_freed_memory
 from aef_lite.data import Batch
 from aef_lite.model import AEFModel
 from aef_lite.objective import AEFObjective
@@ -137,13 +139,15 @@ def measure(name: str, quick: bool, show_profile: bool) -> dict:
     for step in steps[:3]:  # warm-up: one batch of each site
         trainer.step(step)
     flops = count_flops(trainer, steps)
-    ratios, pass_times, peaks = [], [], []
+    ratios, pass_times, peaks, faults = [], [], [], []
     for _ in range(1 if quick else 5):
         peak = matmul_flops_per_s(repeats=3 if quick else 5)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         for step in steps:
             trainer.step(step)
         elapsed = time.perf_counter() - start
+        faults.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / len(steps))
         ratios.append(flops / elapsed / peak)
         pass_times.append(elapsed)
         peaks.append(peak)
@@ -163,6 +167,7 @@ def measure(name: str, quick: bool, show_profile: bool) -> dict:
         "utilisation_min": min(ratios),
         "utilisation_max": max(ratios),
         "data_over_step": data_s / step_s,
+        "page_faults_per_step": median(faults),
     }
 
 
@@ -198,7 +203,7 @@ def measure_compile(n_steps: int = 12) -> dict:
 
 def main_compile(threads: int = 1) -> dict:
     """Print and return :func:`measure_compile` (see the module docstring)."""
-    with torch_threads(threads):
+    with torch_threads(threads), reuse_freed_memory():
         print_machine(machine_info())
         r = measure_compile()
     print(f"tiny: eager {r['eager_step_s']:.3f} s/step, compiled {r['compiled_step_s']:.3f} s/step "
@@ -210,22 +215,23 @@ def main_compile(threads: int = 1) -> dict:
     return r
 
 
-def main(quick: bool = False, threads: int = 1, show_profile: bool = False) -> dict:
-    """Measure every config; print a table; return ``{"machine": ..., "tiny": {...}, "small": {...}}``."""
-    with torch_threads(threads):
+def main(quick: bool = False, threads: int = 1, show_profile: bool = False, reuse_memory: bool = True) -> dict:
+    """Measure every config; print a table; return ``{"machine": ..., "tiny": {...}, "small": {...}}``.
+    ``reuse_memory``: inside :func:`aef_lite.cpu_memory.reuse_freed_memory`, as :func:`aef_lite.train.train`."""
+    with torch_threads(threads), reuse_freed_memory(reuse_memory):
         info = machine_info()
         print_machine(info)
         results: dict = {"machine": info}
         for name in CONFIGS:
             results[name] = measure(name, quick, show_profile)
     print(f"{'config':7} {'params':>8} {'step s':>7} {'px/s':>8} {'frame px/s':>10} {'GFLOP/step':>10} "
-          f"{'mm GFLOP/s':>10} {'utilisation (min-max)':>22} {'data/step':>9}")
+          f"{'mm GFLOP/s':>10} {'utilisation (min-max)':>22} {'data/step':>9} {'faults/step':>11}")
     for name in CONFIGS:
         r = results[name]
         print(f"{name:7} {r['params'] / 1e6:7.2f}M {r['step_s']:7.3f} {r['pixels_per_s']:8.0f} "
               f"{r['frame_pixels_per_s']:10.0f} {r['gflops_per_step']:10.2f} {r['matmul_gflops_per_s']:10.1f} "
               f"{r['utilisation']:8.3f} ({r['utilisation_min']:.3f}-{r['utilisation_max']:.3f}) "
-              f"{r['data_over_step']:9.2f}")
+              f"{r['data_over_step']:9.2f} {r['page_faults_per_step']:11.0f}")
     for name in CONFIGS:
         print(f"{name} sites: {', '.join(results[name]['sites'])}")
     kernels = torch.backends.cpu.get_cpu_capability()
@@ -242,8 +248,10 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as in TrainConfig)")
     parser.add_argument("--profile", action="store_true", help="print the top operators by self CPU time")
     parser.add_argument("--compile", action="store_true", help="eager vs torch.compile on tiny (takes minutes)")
+    parser.add_argument("--no-reuse-memory", action="store_true",
+                        help="leave glibc's malloc thresholds alone (aef_lite.cpu_memory), unlike train()")
     args = parser.parse_args()
     if args.compile:
         main_compile(args.threads)
     else:
-        main(args.quick, args.threads, args.profile)
+        main(args.quick, args.threads, args.profile, not args.no_reuse_memory)

@@ -1,8 +1,9 @@
 """The fast paths equal the reference math (same weights, same outputs within float32 rounding).
 
 Reference = the textbook implementations the fast paths replace: ``F.scaled_dot_product_attention``
-for every sequence length and ``F.normalize``. Tolerances: attention and unit vectors 1e-5
-(values and gradients); model embeddings max |diff| <= 1e-4; losses relative 1e-4.
+for every sequence length, ``F.normalize`` and the plain depthwise convolution of :class:`Down`.
+Tolerances: attention and unit vectors 1e-5 (values and gradients); resampler gradients 1e-5
+relative; model embeddings max |diff| <= 1e-4; losses relative 1e-4.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aef_lite import AEFConfig, AEFModel, Batch, SourceBatch
 from aef_lite.model import check_batch
 from aef_lite.objective import AEFObjective
 from aef_lite.operators import masked_attention
+from aef_lite.pyramid import WINDOW_GRAD_MIN_FACTOR, Down, window_weight_grad
 from aef_lite.text import TextTower
 from aef_lite.vmf import unit
 
@@ -67,6 +69,41 @@ def test_unit_equals_normalize() -> None:
                                atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("factor,size", [(8, 16), (8, 32), (16, 32), (4, 16), (2, 8)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_down_gradients_equal_plain_convolution(factor: int, size: int, channels_last: bool) -> None:
+    torch.manual_seed(factor + size)
+    down = Down(6, 5, factor)
+    x = torch.randn(3, 6, size, size)
+    if channels_last:  # the layout the encoder's frames have
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    out = down(x)
+    assert out.shape == (3, 5, size // factor, size // factor)
+    g = torch.randn_like(out)
+    params = [x, *down.parameters()]
+    grads = torch.autograd.grad(out, params, g)
+    norm, filt, mix = down.net
+    ref = mix(filt(norm(x)))  # the plain modules: torch's own convolution backward
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)  # the forward is the same call
+    for a, b in zip(grads, torch.autograd.grad(ref, params, g), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5 * float(b.abs().max()), rtol=1e-5)
+    if factor >= WINDOW_GRAD_MIN_FACTOR:  # the custom weight gradient was the one used
+        assert out.grad_fn.next_functions[0][0].name().startswith("_WindowConv")
+
+
+def test_window_weight_grad_is_the_filter_gradient() -> None:
+    """Against the definition: d/dw of sum(g * conv(x, w)) for a 2f x 2f filter at stride f."""
+    gen = torch.Generator().manual_seed(0)
+    f, c = 4, 3
+    x, w = torch.randn(2, c, 8, 12, generator=gen), torch.randn(c, 1, 2 * f, 2 * f, generator=gen, requires_grad=True)
+    out = F.conv2d(x, w, stride=f, padding=f // 2, groups=c)
+    assert out.shape == (2, c, 2, 3)
+    g = torch.randn(out.shape, generator=gen)
+    (ref,) = torch.autograd.grad(out, w, g)
+    torch.testing.assert_close(window_weight_grad(g, x, f), ref, atol=1e-5, rtol=1e-5)
+
+
 def _batch(b: int = 4, size: int = 32) -> Batch:
     gen = torch.Generator().manual_seed(0)
 
@@ -107,6 +144,14 @@ def test_model_outputs_equal_reference_math(request: pytest.FixtureRequest) -> N
     assert losses.keys() == ref_losses.keys()
     for name, value in losses.items():
         assert value == pytest.approx(ref_losses[name], rel=1e-4, abs=1e-7), name
+
+
+def test_precision_state_frames_are_channels_last() -> None:
+    """The layout the convolutions return and ChannelNorm reads, so no copies between them."""
+    torch.manual_seed(0)
+    features = AEFModel(AEFConfig.tiny()).encoder(_batch())[0]  # (B, T, D_P, L/2, L/2)
+    assert features.shape == (4, 6, AEFConfig.tiny().dim_precision, 16, 16)
+    assert features.movedim(2, -1).is_contiguous()
 
 
 def test_check_batch_still_rejects_nan_in_valid_pixels() -> None:
