@@ -8,8 +8,7 @@ minor faults per tiny step, 5 % of its time in the kernel, and more in cache mis
 torch 2.13, 1 thread). With the two thresholds raised, freed blocks stay in the heap and the
 next step reuses them: 0-20 faults per step, and steps 1.13x (tiny) and 1.11x (small) faster than
 with glibc's default thresholds, alternating in one process (``benchmarks/README.md``, training
-speed). Peak memory is unchanged; freed memory is returned
-to the system when the block ends.
+speed). Peak memory is unchanged; freed memory is returned to the system when the block ends.
 
 This is a process-wide setting of the C library, so :func:`reuse_freed_memory` sets it for the
 duration of a ``with`` block only (:func:`aef_lite.train.train` wraps its loop in one on CPU).

@@ -41,9 +41,9 @@ def window_weight_grad(grad_out: torch.Tensor, x: torch.Tensor, factor: int) -> 
 
     The padded input is cut into ``f x f`` blocks; output cell ``(i, j)`` sees blocks ``(i + a,
     j + b)`` for ``a, b`` in ``{0, 1}``, so each quadrant ``(a, b)`` of the filter is one
-    contraction over samples and cells. On CPU this is 2-5x faster than oneDNN's depthwise weight
-    gradient for 16 x 16 filters (``benchmarks/README.md``) and equal within float32 rounding
-    (``tests/test_speed_paths.py``)."""
+    contraction over samples and cells. On CPU this was 1.6-5x faster than oneDNN's depthwise
+    weight gradient for 16 x 16 filters on the encoder's shapes (AMD EPYC, torch 2.13;
+    ``benchmarks/README.md``) and is equal within float32 rounding (``tests/test_speed_paths.py``)."""
     n, c, h, w = x.shape
     ho, wo = h // factor, w // factor
     pad = factor // 2
